@@ -1,0 +1,260 @@
+//! The command line: `serve`, `check`, `demo` and `echo`.
+
+use crate::{
+    compile, demo, echo, gateway,
+    proxy::Limits,
+    source::file,
+    telemetry::{self, LogFormat},
+};
+use clap::{Args, Parser, Subcommand};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+/// Portcullis: an API gateway that serves Kubernetes resources or plain YAML files.
+#[derive(Parser, Debug)]
+#[command(name = "portcullis", version, about)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t, env = "PORTCULLIS_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve traffic from a YAML file or folder, reloading it when it changes.
+    Serve(ServeArgs),
+    /// Report every problem of a configuration; exit 1 when there is any.
+    Check {
+        /// A YAML file or a folder of them.
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the gateway on the example configuration with built-in echo backends.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+    /// A small echo server: answers with the request as JSON; streams SSE; echoes
+    /// WebSocket messages.
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: SocketAddr,
+        /// Returned in `x-echo-name`, to tell backends apart.
+        #[arg(long, default_value = "echo")]
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// A YAML file or a folder of them.
+    #[arg(long, env = "PORTCULLIS_CONFIG")]
+    config: PathBuf,
+    /// Address for traffic.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "PORTCULLIS_LISTEN")]
+    listen: SocketAddr,
+    /// Address for /healthz, /readyz, /metrics and /config.
+    #[arg(long, default_value = "127.0.0.1:9901", env = "PORTCULLIS_ADMIN")]
+    admin: SocketAddr,
+    /// Worker threads; defaults to the number of CPUs.
+    #[arg(long, env = "PORTCULLIS_WORKERS")]
+    workers: Option<usize>,
+    /// Write one log line per request (target `access`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "PORTCULLIS_ACCESS_LOG")]
+    access_log: bool,
+    /// After SIGTERM, how long requests in flight may take to finish.
+    #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
+    drain_period: Duration,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Args, Debug)]
+struct LimitArgs {
+    /// Time a client has to send a request head; also how long an idle HTTP/1.1
+    /// connection waits for its next request.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// Close a connection that moved no byte for this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Time until a backend's response headers, for rules that set none.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// Time to connect to a backend.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// Largest request head in bytes (431 above).
+    #[arg(long, default_value_t = 32 * 1024)]
+    max_header_bytes: usize,
+    /// Most header lines in a request (431 above).
+    #[arg(long, default_value_t = 100)]
+    max_headers: usize,
+    /// Longest request target in bytes (414 above).
+    #[arg(long, default_value_t = 8 * 1024)]
+    max_uri_bytes: usize,
+    /// Largest request body in bytes for rules that set none (413 above).
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    max_body_bytes: u64,
+}
+
+impl LimitArgs {
+    fn into_limits(self) -> Limits {
+        let LimitArgs {
+            header_read_timeout,
+            idle_timeout,
+            request_timeout,
+            connect_timeout,
+            max_header_bytes,
+            max_headers,
+            max_uri_bytes,
+            max_body_bytes,
+        } = self;
+        Limits {
+            header_read_timeout,
+            idle_timeout,
+            request_timeout,
+            max_header_bytes,
+            max_headers,
+            max_uri_bytes,
+            max_body_bytes,
+            connect_timeout,
+        }
+    }
+}
+
+impl Cli {
+    pub fn run(self) -> ExitCode {
+        telemetry::init(self.log_format);
+        match self.command {
+            Command::Check { config } => check(&config),
+            Command::Serve(args) => {
+                let ServeArgs { config, listen, admin, workers, access_log, drain_period, limits } = args;
+                let opts = gateway::Options {
+                    config,
+                    listen,
+                    admin,
+                    limits: limits.into_limits(),
+                    drain: drain_period,
+                    access_log,
+                };
+                runtime(workers).block_on(serve(opts))
+            }
+            Command::Demo { listen, admin } => {
+                let opts = gateway::Options {
+                    config: PathBuf::new(),
+                    listen,
+                    admin,
+                    limits: Limits::default(),
+                    drain: Duration::from_secs(1),
+                    access_log: true,
+                };
+                runtime(None).block_on(run_demo(opts))
+            }
+            Command::Echo { listen, name } => runtime(None).block_on(async move {
+                match tokio::net::TcpListener::bind(listen).await {
+                    Ok(l) => {
+                        tracing::info!(%listen, %name, "echo server listening");
+                        tokio::select! {
+                            _ = echo::serve(l, name) => {}
+                            _ = stop_signal() => {}
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot listen on {listen}: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }),
+        }
+    }
+}
+
+fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().build().expect("the tokio runtime starts")
+}
+
+/// Prints every problem; exit code 1 when there is any.
+fn check(config: &std::path::Path) -> ExitCode {
+    let loaded = match file::load(config) {
+        Ok(l) => l,
+        Err(errors) => {
+            for e in &errors {
+                println!("error: {e}");
+            }
+            println!("{} error(s)", errors.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    let snapshot = compile::compile(&loaded.resources, None);
+    for p in &snapshot.problems {
+        let origin = loaded.origins.get(&p.object).map(|o| format!("{o}: ")).unwrap_or_default();
+        println!("error: {origin}{p}");
+    }
+    if snapshot.problems.is_empty() {
+        println!("ok: {} route(s)", snapshot.routes.len());
+        ExitCode::SUCCESS
+    } else {
+        println!("{} problem(s)", snapshot.problems.len());
+        ExitCode::FAILURE
+    }
+}
+
+async fn serve(opts: gateway::Options) -> ExitCode {
+    match gateway::Gateway::start(opts).await {
+        Ok(gw) => {
+            stop_signal().await;
+            tracing::info!("shutting down");
+            gw.shutdown().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => report_start_error(e),
+    }
+}
+
+async fn run_demo(opts: gateway::Options) -> ExitCode {
+    match demo::start(opts).await {
+        Ok((gw, _dir)) => {
+            println!("{}", demo::instructions(gw.listen_addr, gw.admin_addr));
+            stop_signal().await;
+            gw.shutdown().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => report_start_error(e),
+    }
+}
+
+fn report_start_error(e: anyhow::Error) -> ExitCode {
+    if let Some(invalid) = e.downcast_ref::<gateway::InvalidConfig>() {
+        for error in &invalid.0 {
+            eprintln!("error: {error}");
+        }
+    }
+    eprintln!("error: {e:#}");
+    ExitCode::FAILURE
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,686 @@
+//! The compile step: resources in, an immutable [`Snapshot`] and per-object problems out.
+//!
+//! It is pure and synchronous: no I/O, no clock, no randomness, so the same resources
+//! always give the same table and the same problems. One bad object is rejected alone.
+
+use crate::{
+    config::{self, ObjectKey, Resource, Resources, RouteSpec},
+    routing::{self, path::canonicalize, EntryOrder, EntrySpec, PathCond, Router, ValueCond},
+};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use regex::Regex;
+use serde::Serialize;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+/// The routing table and what it was built from. Never changed once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub router: Router,
+    /// The Routes that serve, by key: each the version given, or a previous good one.
+    pub routes: BTreeMap<ObjectKey, Resource<RouteSpec>>,
+    pub problems: Vec<Problem>,
+}
+
+/// Something wrong with one object, naming the field at fault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    pub kind: &'static str,
+    pub object: ObjectKey,
+    /// A field path such as `spec.rules[0].matches[1].path.value`.
+    pub field: String,
+    pub reason: Reason,
+    pub message: String,
+}
+
+/// Why an object is not served as written. The reason decides which status condition
+/// turns false.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Reason {
+    /// The object is invalid and is not served (`Accepted=False`).
+    Invalid,
+    /// An older object already serves the same host and match (`Accepted=False`).
+    Conflicted,
+    /// A referenced Service or port does not exist; the object is served and the
+    /// affected backend answers 503 (`ResolvedRefs=False`).
+    BackendNotFound,
+}
+
+// === impl Problem ===
+
+impl Problem {
+    /// True when the object is not served as written.
+    pub fn rejects(&self) -> bool {
+        matches!(self.reason, Reason::Invalid | Reason::Conflicted)
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}: {}", self.kind, self.object, self.field, self.message)
+    }
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    pub fn empty() -> Self {
+        Snapshot { router: Router::default(), routes: BTreeMap::new(), problems: Vec::new() }
+    }
+
+    /// Problems that keep an object from serving as written.
+    pub fn rejections(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| p.rejects())
+    }
+}
+
+/// Compiles resources into a snapshot.
+///
+/// A Route that is rejected keeps serving its version from `previous`, when that one was
+/// good: a bad edit never takes a working Route away. Its problems are still reported.
+pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
+    let mut problems = Vec::new();
+    let mut candidates: Vec<(Resource<RouteSpec>, CompiledRoute)> = Vec::new();
+
+    for route in &resources.routes {
+        let mut route_problems = Vec::new();
+        let compiled = compile_route(route, &resources.services, &mut route_problems);
+        let rejected = route_problems.iter().any(Problem::rejects);
+        problems.append(&mut route_problems);
+        match compiled {
+            Some(c) if !rejected => candidates.push((route.clone(), c)),
+            _ => {
+                // Fall back to the last good version, compiled against today's Services.
+                let key = route.meta.key();
+                if let Some(old) = previous.and_then(|p| p.routes.get(&key)) {
+                    if let Some(c) = compile_route(old, &resources.services, &mut Vec::new()) {
+                        candidates.push((old.clone(), c));
+                    }
+                }
+            }
+        }
+    }
+
+    // Older objects claim host and match pairs first, so the winner of a conflict is the
+    // same on every replica, whatever order the objects arrived in.
+    candidates.sort_by(|(a, _), (b, _)| age_order(&a.meta, &b.meta));
+    let mut claimed: HashMap<(String, String), ObjectKey> = HashMap::new();
+    let mut specs = Vec::new();
+    let mut routes = BTreeMap::new();
+    for (route, compiled) in candidates {
+        let key = route.meta.key();
+        if let Some(problem) = find_conflict(&key, &compiled, &claimed) {
+            problems.push(problem);
+            continue;
+        }
+        for (claim, _) in &compiled.claims {
+            claimed.insert(claim.clone(), key.clone());
+        }
+        specs.extend(compiled.entries);
+        routes.insert(key, route);
+    }
+
+    problems.sort_by(|a, b| (&a.object, &a.field).cmp(&(&b.object, &b.field)));
+    Snapshot { router: Router::build(specs), routes, problems }
+}
+
+fn find_conflict(
+    key: &ObjectKey,
+    compiled: &CompiledRoute,
+    claimed: &HashMap<(String, String), ObjectKey>,
+) -> Option<Problem> {
+    compiled.claims.iter().find_map(|(claim, field)| {
+        let winner = claimed.get(claim).filter(|w| *w != key)?;
+        Some(Problem {
+            kind: "Route",
+            object: key.clone(),
+            field: field.clone(),
+            reason: Reason::Conflicted,
+            message: format!(
+                "host {:?} with this match is already served by Route {winner}, which is older",
+                claim.0
+            ),
+        })
+    })
+}
+
+fn age_order(a: &config::Meta, b: &config::Meta) -> std::cmp::Ordering {
+    let ta = a.creation_timestamp.as_deref().and_then(parse_time);
+    let tb = b.creation_timestamp.as_deref().and_then(parse_time);
+    match (ta, tb) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    }
+    .then_with(|| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)))
+}
+
+fn parse_time(s: &str) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339_weak(s).ok()
+}
+
+/// One Route, compiled but not yet checked against other Routes.
+struct CompiledRoute {
+    entries: Vec<EntrySpec>,
+    /// (host, match signature) pairs this Route serves, with the field that claims each.
+    claims: Vec<((String, String), String)>,
+}
+
+/// Collects problems of one object.
+struct Check<'a> {
+    object: &'a ObjectKey,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Check<'_> {
+    fn invalid(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.push(field, Reason::Invalid, message);
+    }
+
+    fn push(&mut self, field: impl Into<String>, reason: Reason, message: impl Into<String>) {
+        self.problems.push(Problem {
+            kind: "Route",
+            object: self.object.clone(),
+            field: field.into(),
+            reason,
+            message: message.into(),
+        });
+    }
+}
+
+fn compile_route(
+    route: &Resource<RouteSpec>,
+    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    problems: &mut Vec<Problem>,
+) -> Option<CompiledRoute> {
+    let key = route.meta.key();
+    let mut check = Check { object: &key, problems };
+    let before = check.problems.len();
+    let label: Arc<str> = key.to_string().into();
+    let created = route.meta.creation_timestamp.as_deref().and_then(parse_time);
+
+    let hosts = compile_hosts(&route.spec.hosts, &mut check);
+    if route.spec.rules.is_empty() {
+        check.invalid("spec.rules", "at least one rule is required");
+    }
+
+    let mut entries = Vec::new();
+    let mut claims = Vec::new();
+    for (ri, rule) in route.spec.rules.iter().enumerate() {
+        let field = format!("spec.rules[{ri}]");
+        let Some(action) = compile_action(&label, &key, ri, rule, services, &field, &mut check)
+        else {
+            continue;
+        };
+        let action = Arc::new(action);
+        let default_match = [config::RouteMatch::default()];
+        let matches = if rule.matches.is_empty() { &default_match[..] } else { &rule.matches };
+        for (mi, m) in matches.iter().enumerate() {
+            let field = format!("{field}.matches[{mi}]");
+            let Some((spec, signature)) = compile_match(m, &field, &mut check) else {
+                continue;
+            };
+            if matches!(
+                &action.kind,
+                routing::ActionKind::Forward(routing::Forward {
+                    rewrite_path: Some(routing::PathRewrite::Prefix(_)),
+                    ..
+                })
+            ) && !matches!(spec.path, PathCond::Prefix(_))
+            {
+                check.invalid(
+                    format!("spec.rules[{ri}].filters.urlRewrite.path.replacePrefixMatch"),
+                    format!("needs a PathPrefix match, and {field}.path is not one"),
+                );
+                continue;
+            }
+            let host_keys: Vec<String> =
+                if hosts.is_empty() { vec!["*any*".into()] } else { hosts.clone() };
+            for h in host_keys {
+                claims.push(((h, signature.clone()), field.clone()));
+            }
+            entries.push(EntrySpec {
+                hosts: hosts.clone(),
+                order: EntryOrder {
+                    has_method: spec.method.is_some(),
+                    headers: spec.headers.len(),
+                    query: spec.query.len(),
+                    created,
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    rule: ri,
+                    alternative: mi,
+                },
+                path: spec.path,
+                method: spec.method,
+                headers: spec.headers,
+                query: spec.query,
+                action: action.clone(),
+            });
+        }
+    }
+
+    let rejected = check.problems[before..].iter().any(Problem::rejects);
+    (!rejected).then_some(CompiledRoute { entries, claims })
+}
+
+/// Validates and lower-cases host patterns.
+fn compile_hosts(hosts: &[String], check: &mut Check<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, host) in hosts.iter().enumerate() {
+        let lower = host.to_ascii_lowercase();
+        let name = lower.strip_prefix("*.").unwrap_or(&lower);
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !valid {
+            check.invalid(
+                format!("spec.hosts[{i}]"),
+                format!(
+                    "{host:?} is not a host name; write a DNS name such as api.example.com, \
+                     optionally with a leading '*.' label, without a port"
+                ),
+            );
+            continue;
+        }
+        if !out.contains(&lower) {
+            out.push(lower);
+        }
+    }
+    out
+}
+
+/// A match, compiled, plus a signature that is equal for two matches that select
+/// exactly the same requests.
+struct MatchSpec {
+    path: PathCond,
+    method: Option<Method>,
+    headers: Vec<(HeaderName, ValueCond)>,
+    query: Vec<(Box<str>, ValueCond)>,
+}
+
+fn compile_match(
+    m: &config::RouteMatch,
+    field: &str,
+    check: &mut Check<'_>,
+) -> Option<(MatchSpec, String)> {
+    let before = check.problems.len();
+    let (path, path_sig) = match &m.path {
+        None => (PathCond::Prefix("/".into()), "prefix:/".to_string()),
+        Some(p) => compile_path(p, &format!("{field}.path.value"), check)?,
+    };
+
+    let method = m.method.as_deref().and_then(|raw| {
+        let upper = raw.to_ascii_uppercase();
+        match Method::from_bytes(upper.as_bytes()) {
+            Ok(method) => Some(method),
+            Err(_) => {
+                check.invalid(format!("{field}.method"), format!("{raw:?} is not an HTTP method"));
+                None
+            }
+        }
+    });
+
+    let mut headers = Vec::new();
+    let mut seen = Vec::new();
+    for (i, h) in m.headers.iter().enumerate() {
+        let f = format!("{field}.headers[{i}]");
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            check.invalid(format!("{f}.name"), format!("{:?} is not a header name", h.name));
+            continue;
+        };
+        if seen.contains(&name) {
+            check.invalid(format!("{f}.name"), format!("header {name} is matched twice"));
+            continue;
+        }
+        seen.push(name.clone());
+        if let Some(cond) = compile_value(h, &f, check) {
+            headers.push((name, cond));
+        }
+    }
+
+    let mut query = Vec::new();
+    for (i, q) in m.query_params.iter().enumerate() {
+        let f = format!("{field}.queryParams[{i}]");
+        if q.name.is_empty() {
+            check.invalid(format!("{f}.name"), "must not be empty");
+            continue;
+        }
+        if query.iter().any(|(n, _): &(Box<str>, _)| **n == *q.name) {
+            check.invalid(format!("{f}.name"), format!("parameter {:?} is matched twice", q.name));
+            continue;
+        }
+        if let Some(cond) = compile_value(q, &f, check) {
+            query.push((q.name.as_str().into(), cond));
+        }
+    }
+
+    if check.problems.len() > before {
+        return None;
+    }
+
+    // Conditions are a set, so the signature lists them sorted.
+    let mut header_sig: Vec<String> =
+        m.headers.iter().map(|h| format!("{}:{:?}:{}", h.name.to_ascii_lowercase(), h.kind, h.value)).collect();
+    header_sig.sort();
+    let mut query_sig: Vec<String> =
+        m.query_params.iter().map(|q| format!("{}:{:?}:{}", q.name, q.kind, q.value)).collect();
+    query_sig.sort();
+    let signature = format!(
+        "{path_sig} method:{} headers:{header_sig:?} query:{query_sig:?}",
+        method.as_ref().map(Method::as_str).unwrap_or("*")
+    );
+    Some((MatchSpec { path, method, headers, query }, signature))
+}
+
+fn compile_path(
+    p: &config::PathMatch,
+    field: &str,
+    check: &mut Check<'_>,
+) -> Option<(PathCond, String)> {
+    use config::PathMatchType::*;
+    match p.kind {
+        Exact | PathPrefix => {
+            let canonical = match canonicalize(&p.value) {
+                Ok(c) => c,
+                Err(e) => {
+                    check.invalid(field, format!("{:?}: {e}", p.value));
+                    return None;
+                }
+            };
+            if canonical != p.value {
+                check.invalid(
+                    field,
+                    format!(
+                        "{:?} is not in canonical form and would never match; write {canonical:?}",
+                        p.value
+                    ),
+                );
+                return None;
+            }
+            if p.kind == Exact {
+                Some((PathCond::Exact(p.value.clone()), format!("exact:{}", p.value)))
+            } else {
+                // Prefixes match at segment boundaries, so a trailing slash adds nothing.
+                let trimmed = match p.value.trim_end_matches('/') {
+                    "" => "/",
+                    t => t,
+                };
+                Some((PathCond::Prefix(trimmed.into()), format!("prefix:{trimmed}")))
+            }
+        }
+        RegularExpression => match Regex::new(&format!("^(?:{})$", p.value)) {
+            Ok(re) => Some((PathCond::Regex(re), format!("regex:{}", p.value))),
+            Err(e) => {
+                check.invalid(field, format!("invalid regular expression: {e}"));
+                None
+            }
+        },
+    }
+}
+
+fn compile_value(v: &config::ValueMatch, field: &str, check: &mut Check<'_>) -> Option<ValueCond> {
+    match v.kind {
+        config::ValueMatchType::Exact => Some(ValueCond::Exact(v.value.as_str().into())),
+        config::ValueMatchType::RegularExpression => {
+            match Regex::new(&format!("^(?:{})$", v.value)) {
+                Ok(re) => Some(ValueCond::Regex(re)),
+                Err(e) => {
+                    check.invalid(format!("{field}.value"), format!("invalid regular expression: {e}"));
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn compile_action(
+    label: &Arc<str>,
+    key: &ObjectKey,
+    ri: usize,
+    rule: &config::RouteRule,
+    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    field: &str,
+    check: &mut Check<'_>,
+) -> Option<routing::RuleAction> {
+    let before = check.problems.len();
+    let filters = &rule.filters;
+    let request_headers = compile_edits(
+        filters.request_headers.as_ref(),
+        &format!("{field}.filters.requestHeaders"),
+        check,
+    );
+    let response_headers = compile_edits(
+        filters.response_headers.as_ref(),
+        &format!("{field}.filters.responseHeaders"),
+        check,
+    );
+
+    let kind = if let Some(redirect) = &filters.redirect {
+        if !rule.backends.is_empty() {
+            check.invalid(format!("{field}.backends"), "a rule with a redirect has no backends");
+        }
+        if filters.url_rewrite.is_some() {
+            check.invalid(
+                format!("{field}.filters.urlRewrite"),
+                "a rule cannot both redirect and rewrite",
+            );
+        }
+        compile_redirect(redirect, &format!("{field}.filters.redirect"), check)
+            .map(routing::ActionKind::Redirect)
+    } else {
+        if rule.backends.is_empty() {
+            check.invalid(format!("{field}.backends"), "at least one backend is required");
+        }
+        let backends = rule
+            .backends
+            .iter()
+            .enumerate()
+            .filter_map(|(bi, b)| {
+                compile_backend(b, key, services, &format!("{field}.backends[{bi}]"), check)
+            })
+            .collect();
+        let rewrite = filters.url_rewrite.as_ref();
+        let rewrite_field = format!("{field}.filters.urlRewrite");
+        let rewrite_host = rewrite.and_then(|r| r.hostname.as_ref()).and_then(|h| {
+            HeaderValue::from_str(h)
+                .map_err(|_| check.invalid(format!("{rewrite_field}.hostname"), "not a valid host"))
+                .ok()
+        });
+        let rewrite_path = rewrite
+            .and_then(|r| r.path.as_ref())
+            .and_then(|p| compile_path_rewrite(p, &format!("{rewrite_field}.path"), check));
+        Some(routing::ActionKind::Forward(routing::Forward {
+            backends: routing::BackendSet::new(backends),
+            rewrite_host,
+            rewrite_path,
+        }))
+    };
+
+    if rule.max_request_body_bytes == Some(0) {
+        check.invalid(format!("{field}.maxRequestBodyBytes"), "must be greater than 0");
+    }
+    let rejected = check.problems[before..].iter().any(Problem::rejects);
+    if rejected {
+        return None;
+    }
+    Some(routing::RuleAction {
+        route: label.clone(),
+        route_key: key.clone(),
+        rule: ri,
+        request_headers,
+        response_headers,
+        kind: kind?,
+        timeout: rule.timeouts.request.map(|d| d.0),
+        max_body_bytes: rule.max_request_body_bytes,
+    })
+}
+
+fn compile_edits(
+    m: Option<&config::HeaderModifier>,
+    field: &str,
+    check: &mut Check<'_>,
+) -> routing::HeaderEdits {
+    let mut edits = routing::HeaderEdits::default();
+    let Some(m) = m else {
+        return edits;
+    };
+    let mut pair = |list: &str, i: usize, h: &config::HeaderValue| {
+        let name = HeaderName::from_bytes(h.name.as_bytes());
+        let value = HeaderValue::from_str(&h.value);
+        match (name, value) {
+            (Ok(n), Ok(v)) => Some((n, v)),
+            (Err(_), _) => {
+                check.invalid(format!("{field}.{list}[{i}].name"), format!("{:?} is not a header name", h.name));
+                None
+            }
+            (_, Err(_)) => {
+                check.invalid(
+                    format!("{field}.{list}[{i}].value"),
+                    "not a valid header value (control characters are not allowed)",
+                );
+                None
+            }
+        }
+    };
+    edits.set = m.set.iter().enumerate().filter_map(|(i, h)| pair("set", i, h)).collect();
+    edits.add = m.add.iter().enumerate().filter_map(|(i, h)| pair("add", i, h)).collect();
+    for (i, name) in m.remove.iter().enumerate() {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) => edits.remove.push(n),
+            Err(_) => check.invalid(format!("{field}.remove[{i}]"), format!("{name:?} is not a header name")),
+        }
+    }
+    edits
+}
+
+fn compile_path_rewrite(
+    p: &config::PathRewrite,
+    field: &str,
+    check: &mut Check<'_>,
+) -> Option<routing::PathRewrite> {
+    let (value, make, sub): (&String, fn(String) -> routing::PathRewrite, &str) =
+        match (&p.replace_full_path, &p.replace_prefix_match) {
+            (Some(full), None) => (full, routing::PathRewrite::Full, "replaceFullPath"),
+            (None, Some(prefix)) => (prefix, routing::PathRewrite::Prefix, "replacePrefixMatch"),
+            _ => {
+                check.invalid(field, "set exactly one of replaceFullPath and replacePrefixMatch");
+                return None;
+            }
+        };
+    match canonicalize(value) {
+        Ok(c) => Some(make(c.into_owned())),
+        Err(e) => {
+            check.invalid(format!("{field}.{sub}"), format!("{value:?}: {e}"));
+            None
+        }
+    }
+}
+
+fn compile_redirect(
+    r: &config::Redirect,
+    field: &str,
+    check: &mut Check<'_>,
+) -> Option<routing::RedirectAction> {
+    let before = check.problems.len();
+    if let Some(s) = &r.scheme {
+        if s != "http" && s != "https" {
+            check.invalid(format!("{field}.scheme"), format!("{s:?} must be http or https"));
+        }
+    }
+    if let Some(h) = &r.hostname {
+        if HeaderValue::from_str(h).is_err() || h.contains('/') || h.is_empty() {
+            check.invalid(format!("{field}.hostname"), format!("{h:?} is not a host name"));
+        }
+    }
+    let status = r.status_code.unwrap_or(302);
+    if ![301, 302, 303, 307, 308].contains(&status) {
+        check.invalid(
+            format!("{field}.statusCode"),
+            format!("{status} must be one of 301, 302, 303, 307, 308"),
+        );
+    }
+    let path = r.path.as_ref().and_then(|p| compile_path_rewrite(p, &format!("{field}.path"), check));
+    if check.problems.len() > before {
+        return None;
+    }
+    Some(routing::RedirectAction {
+        scheme: r.scheme.clone(),
+        host: r.hostname.clone(),
+        port: r.port,
+        path,
+        status: StatusCode::from_u16(status).ok()?,
+    })
+}
+
+fn compile_backend(
+    b: &config::Backend,
+    key: &ObjectKey,
+    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    field: &str,
+    check: &mut Check<'_>,
+) -> Option<routing::Backend> {
+    let weight = b.weight.unwrap_or(1);
+    match (&b.address, &b.service) {
+        (Some(addr), None) => match parse_address(addr) {
+            Some(authority) => Some(routing::Backend::new(addr.as_str(), weight, vec![authority])),
+            None => {
+                check.invalid(
+                    format!("{field}.address"),
+                    format!("{addr:?} is not host:port (for example 10.0.0.5:8080 or users:80)"),
+                );
+                None
+            }
+        },
+        (None, Some(svc)) => {
+            let name = match &svc.port {
+                config::PortRef::Number(n) => format!("{}:{n}", svc.name),
+                config::PortRef::Name(n) => format!("{}:{n}", svc.name),
+            };
+            let svc_key = ObjectKey { namespace: key.namespace.clone(), name: svc.name.clone() };
+            let port = services.get(&svc_key).and_then(|s| {
+                s.ports.iter().find(|p| match &svc.port {
+                    config::PortRef::Number(n) => p.port == *n,
+                    config::PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
+                })
+            });
+            let endpoints = match port {
+                Some(p) => p.endpoints.iter().filter_map(|a| a.to_string().parse().ok()).collect(),
+                None => {
+                    let what = if services.contains_key(&svc_key) {
+                        format!("Service {svc_key} has no port {name}")
+                    } else {
+                        format!("Service {svc_key} not found")
+                    };
+                    check.push(format!("{field}.service"), Reason::BackendNotFound, what);
+                    Vec::new()
+                }
+            };
+            Some(routing::Backend::new(name, weight, endpoints))
+        }
+        _ => {
+            check.invalid(field, "set exactly one of address and service");
+            None
+        }
+    }
+}
+
+/// Accepts `host:port` with a port in 1..=65535 and nothing else (no scheme, no path).
+fn parse_address(addr: &str) -> Option<http::uri::Authority> {
+    let authority: http::uri::Authority = addr.parse().ok()?;
+    let port = authority.port_u16()?;
+    (port != 0 && !authority.host().is_empty() && !addr.contains('@')).then_some(authority)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+//! The resources users write, as plain Rust types with no Kubernetes dependency.
+//!
+//! Every source (YAML files, the cluster) turns what it reads into these types and hands
+//! them to [`crate::compile`]. The Kubernetes side wraps the same specs in its CRD types.
+
+mod duration;
+mod route;
+
+pub use duration::Duration;
+pub use route::*;
+
+use serde::{Deserialize, Serialize};
+
+/// The API group and version of every Portcullis resource.
+pub const API_GROUP: &str = "portcullis.dev";
+pub const API_VERSION: &str = "portcullis.dev/v1alpha1";
+
+/// Namespace given to file-mode objects that name none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The part of an object's metadata that routing and status need.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// RFC 3339 creation time; older objects win ties. Files may leave it out, and then
+    /// objects tie on age and are ordered by namespace and name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+}
+
+fn default_namespace() -> String {
+    DEFAULT_NAMESPACE.to_string()
+}
+
+/// One object: its metadata and its spec.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Resource<S> {
+    pub meta: Meta,
+    pub spec: S,
+}
+
+/// `namespace/name` of an object, ordered the way ties are broken.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+// === impl Meta ===
+
+impl Meta {
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+// === impl ObjectKey ===
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Everything the compile step reads: the objects of every kind, plus what the cluster
+/// knows about Services. File mode leaves `services` empty.
+#[derive(Clone, Debug, Default)]
+pub struct Resources {
+    pub routes: Vec<Resource<RouteSpec>>,
+    /// Endpoints of each Service port, already merged and filtered for readiness by
+    /// the source that watched them.
+    pub services: std::collections::BTreeMap<ObjectKey, ServiceEndpoints>,
+}
+
+/// The ready endpoints of one Service, by port.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceEndpoints {
+    pub ports: Vec<ServicePort>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServicePort {
+    pub name: Option<String>,
+    pub port: u16,
+    /// `ip:targetPort` of each endpoint that may receive traffic.
+    pub endpoints: Vec<std::net::SocketAddr>,
+}

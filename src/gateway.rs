@@ -1,0 +1,147 @@
+//! Wiring for `serve`: the file source, the compile step, the proxy and the admin
+//! listener, started together and stopped together.
+
+use crate::{
+    admin::{self, AdminState},
+    compile::{self, Snapshot},
+    metrics::Metrics,
+    proxy::{self, Limits, Proxy, SharedSnapshot, Shutdown},
+    source::file,
+};
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+/// Time to gather a burst of file events (an editor saving, a ConfigMap swapping its
+/// symlink) into one reload.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub config: PathBuf,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub limits: Limits,
+    pub drain: Duration,
+    pub access_log: bool,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    pub listen_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub snapshot: SharedSnapshot,
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    proxy_task: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Why the first configuration could not be served.
+#[derive(Debug, thiserror::Error)]
+#[error("the configuration has {} error(s)", .0.len())]
+pub struct InvalidConfig(pub Vec<file::LoadError>);
+
+impl Gateway {
+    /// Loads the configuration, binds both listeners and starts serving. Fails when the
+    /// configuration does not load at all; objects it rejects are logged and skipped.
+    pub async fn start(opts: Options) -> anyhow::Result<Gateway> {
+        let metrics = Arc::new(Metrics::new());
+        let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
+        let ready = Arc::new(AtomicBool::new(false));
+
+        let loaded = file::load(&opts.config).map_err(InvalidConfig)?;
+        install(&snapshot, &metrics, &loaded);
+        ready.store(true, std::sync::atomic::Ordering::Release);
+
+        let listener = TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| format!("binding the traffic listener on {}", opts.listen))?;
+        let admin_listener = TcpListener::bind(opts.admin)
+            .await
+            .with_context(|| format!("binding the admin listener on {}", opts.admin))?;
+        let listen_addr = listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+
+        let (shutdown, shutdown_rx) = Shutdown::new();
+        let proxy = Proxy::new(snapshot.clone(), metrics.clone(), opts.limits.clone(), opts.access_log);
+        let proxy_task = tokio::spawn(proxy::serve(listener, proxy, shutdown_rx, opts.drain));
+        let admin_state = AdminState { snapshot: snapshot.clone(), metrics: metrics.clone(), ready };
+        let mut background = vec![tokio::spawn(admin::serve(admin_listener, admin_state))];
+        background.push(tokio::spawn(watch_files(opts.config.clone(), snapshot.clone(), metrics.clone())));
+
+        tracing::info!(%listen_addr, %admin_addr, config = %opts.config.display(), "serving");
+        Ok(Gateway { listen_addr, admin_addr, snapshot, metrics, shutdown, proxy_task, background })
+    }
+
+    /// Stops accepting, lets requests in flight finish within the drain period, then
+    /// stops everything else.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.proxy_task.await;
+        for task in self.background {
+            task.abort();
+        }
+    }
+}
+
+/// Compiles what was loaded against the current snapshot and swaps it in.
+fn install(snapshot: &SharedSnapshot, metrics: &Metrics, loaded: &file::Loaded) {
+    let previous = snapshot.load();
+    let next = compile::compile(&loaded.resources, Some(&previous));
+    for problem in &next.problems {
+        let origin = loaded.origins.get(&problem.object).map(ToString::to_string).unwrap_or_default();
+        let serving_previous = problem.rejects() && next.routes.contains_key(&problem.object);
+        tracing::warn!(
+            %origin,
+            object = %problem.object,
+            field = %problem.field,
+            reason = ?problem.reason,
+            serving_previous,
+            "{}", problem.message
+        );
+    }
+    let rejected = next.rejections().map(|p| &p.object).collect::<std::collections::BTreeSet<_>>().len();
+    metrics.config_rejected_objects.with_label_values(&["Route"]).set(rejected as i64);
+    tracing::info!(routes = next.routes.len(), rejected, "configuration accepted");
+    snapshot.store(Arc::new(next));
+}
+
+/// Reloads on every change under `path`; a load that fails keeps the current snapshot.
+async fn watch_files(path: PathBuf, snapshot: SharedSnapshot, metrics: Arc<Metrics>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let _watcher = match file::watch(&path, tx) {
+        Ok(w) => w,
+        Err(error) => {
+            tracing::error!(%error, path = %path.display(), "cannot watch the configuration; changes will not be picked up");
+            return;
+        }
+    };
+    while rx.recv().await.is_some() {
+        tokio::time::sleep(RELOAD_DEBOUNCE).await;
+        while rx.try_recv().is_ok() {}
+        reload(&path, &snapshot, &metrics);
+    }
+}
+
+fn reload(path: &Path, snapshot: &SharedSnapshot, metrics: &Metrics) {
+    match file::load(path) {
+        Ok(loaded) => {
+            install(snapshot, metrics, &loaded);
+            metrics.config_reloads.with_label_values(&["accepted"]).inc();
+        }
+        Err(errors) => {
+            for error in &errors {
+                tracing::error!("{error}");
+            }
+            tracing::error!(errors = errors.len(), "configuration refused; the previous one keeps serving");
+            metrics.config_reloads.with_label_values(&["refused"]).inc();
+        }
+    }
+}

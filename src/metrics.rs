@@ -1,0 +1,129 @@
+//! Prometheus metrics of the gateway, registered in one registry that the admin
+//! listener serves.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Request duration buckets in seconds: from a fast local hop to a slow upstream.
+const DURATION_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+pub struct Metrics {
+    registry: Registry,
+    /// By `route` (`namespace/name`, or `none` when nothing matched), `method` and
+    /// `status_class` (`2xx` ...).
+    pub requests: IntCounterVec,
+    /// From the request's arrival to the end of the response body, by `route`.
+    pub request_duration: HistogramVec,
+    /// Failed connection attempts to a backend, by `backend`.
+    pub upstream_connect_errors: IntCounterVec,
+    /// Configuration reloads by `result`: `accepted` or `refused`.
+    pub config_reloads: IntCounterVec,
+    /// Objects that do not serve as written, by `kind`.
+    pub config_rejected_objects: IntGaugeVec,
+    /// Client connections open now.
+    pub open_connections: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("portcullis".into()), None)
+            .expect("the prefix is a valid metric name");
+        let requests = IntCounterVec::new(
+            Opts::new("requests_total", "Requests answered, by route, method and status class"),
+            &["route", "method", "status_class"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time from request arrival to the end of the response body",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let upstream_connect_errors = IntCounterVec::new(
+            Opts::new("upstream_connect_errors_total", "Failed connection attempts to backends"),
+            &["backend"],
+        )
+        .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new("config_reloads_total", "Configuration reloads by result"),
+            &["result"],
+        )
+        .expect("valid metric");
+        let config_rejected_objects = IntGaugeVec::new(
+            Opts::new("config_rejected_objects", "Objects that do not serve as written"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let open_connections =
+            IntGauge::new("open_connections", "Client connections open now").expect("valid metric");
+
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_connect_errors.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_rejected_objects.clone()),
+            Box::new(open_connections.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_connect_errors,
+            config_reloads,
+            config_rejected_objects,
+            open_connections,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encoding into memory cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Method label with a bounded set of values, so a client inventing methods cannot grow
+/// the metric without limit.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+pub fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,74 @@
+//! Answers the gateway makes itself, each with a small JSON body carrying the request id.
+
+use super::body::{full, ProxyBody};
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// Why the gateway answered instead of a backend.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("no route for this host and path")]
+    NoRoute,
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("request target longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("backend has no endpoint to send to")]
+    NoEndpoints,
+    #[error("backend failed: {0}")]
+    BackendFailed(String),
+    #[error("backend did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            GatewayError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::BackendFailed(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A stable machine-readable code for the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::NoRoute => "no_route",
+            GatewayError::BodyTooLarge(_) => "body_too_large",
+            GatewayError::UriTooLong(_) => "uri_too_long",
+            GatewayError::NoEndpoints => "no_endpoints",
+            GatewayError::BackendFailed(_) => "backend_failed",
+            GatewayError::Timeout(_) => "timeout",
+        }
+    }
+
+    /// True when the connection must not be reused after this answer, because the rest of
+    /// the request's bytes cannot be trusted to frame the next one.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, GatewayError::BadRequest(_) | GatewayError::BodyTooLarge(_))
+    }
+
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let body = serde_json::json!({
+            "error": self.code(),
+            "status": self.status().as_u16(),
+            "message": self.to_string(),
+            "requestId": request_id.to_str().unwrap_or_default(),
+        });
+        let mut resp = Response::new(full(body.to_string()));
+        *resp.status_mut() = self.status();
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(super::headers::X_REQUEST_ID, request_id.clone());
+        if self.closes_connection() {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}

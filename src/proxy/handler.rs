@@ -1,0 +1,440 @@
+//! The path of one request: check its framing, find its rule, then redirect or forward.
+//!
+//! Phases, in order:
+//! 1. framing: ambiguous HTTP/1 bodies are refused before anything reads them;
+//! 2. target: the host and the canonical path every later step uses;
+//! 3. route: one snapshot load and one table lookup;
+//! 4. action: a redirect answers here; a forward rewrites, picks an endpoint and sends;
+//! 5. response: hop-by-hop headers removed, response filters applied, and the access log
+//!    and metrics written when the body ends.
+
+use super::{
+    body::{empty, BoxError, Observed, ProxyBody},
+    conn::ConnInfo,
+    error::GatewayError,
+    headers::{self, X_REQUEST_ID},
+    Proxy,
+};
+use crate::{
+    metrics,
+    routing::{self, path, ActionKind, RequestView, RuleAction},
+};
+use http::{header, uri, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use std::{borrow::Cow, convert::Infallible, sync::Arc, time::Instant};
+
+/// What the access log and metrics need to know about a request, gathered on the way.
+struct Exchange {
+    start: Instant,
+    method: Method,
+    host: String,
+    path: String,
+    request_id: HeaderValue,
+    route: Option<Arc<str>>,
+    backend: Option<Arc<str>>,
+}
+
+pub(super) async fn handle(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let request_id = headers::request_id(req.headers());
+    let mut ex = Exchange {
+        start: Instant::now(),
+        method: req.method().clone(),
+        host: String::new(),
+        path: String::new(),
+        request_id: request_id.clone(),
+        route: None,
+        backend: None,
+    };
+    let mut resp = match route_and_forward(&proxy, &conn, req, &mut ex).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            if let GatewayError::BackendFailed(_) = &err {
+                tracing::debug!(request_id = ?ex.request_id, error = %err, "backend failed");
+            }
+            err.into_response(&request_id)
+        }
+    };
+    resp.headers_mut().insert(X_REQUEST_ID, request_id);
+    Ok(observe(&proxy, resp, ex))
+}
+
+/// Arranges for metrics and the access log line to be written when the body ends.
+fn observe(proxy: &Arc<Proxy>, resp: Response<ProxyBody>, ex: Exchange) -> Response<ProxyBody> {
+    let status = resp.status();
+    let proxy = proxy.clone();
+    resp.map(move |body| {
+        let on_end = move |bytes: u64, complete: bool| {
+            let route = ex.route.as_deref().unwrap_or("none");
+            let elapsed = ex.start.elapsed();
+            let m = &proxy.metrics;
+            m.requests
+                .with_label_values(&[route, metrics::method_label(&ex.method), metrics::status_class(status)])
+                .inc();
+            m.request_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+            if proxy.access_log {
+                tracing::info!(
+                    target: "access",
+                    method = %ex.method,
+                    host = %ex.host,
+                    path = %ex.path,
+                    route,
+                    backend = ex.backend.as_deref().unwrap_or("-"),
+                    status = status.as_u16(),
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    bytes,
+                    complete,
+                    request_id = ex.request_id.to_str().unwrap_or("-"),
+                );
+            }
+        };
+        Observed::new(body, on_end).boxed()
+    })
+}
+
+async fn route_and_forward(
+    proxy: &Proxy,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    ex: &mut Exchange,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    check_framing(&req)?;
+
+    // Phase 2: the target.
+    let max_uri = proxy.limits.max_uri_bytes;
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    ex.path = req.uri().path().chars().take(256).collect();
+    if target_len > max_uri {
+        return Err(GatewayError::UriTooLong(max_uri));
+    }
+    let raw_host = request_host(&req)
+        .ok_or(GatewayError::BadRequest("missing or invalid Host"))?
+        .into_owned();
+    ex.host.clone_from(&raw_host);
+    let host = routing::normalize_host(&raw_host)
+        .ok_or(GatewayError::BadRequest("invalid Host"))?
+        .into_owned();
+    let canonical = path::canonicalize(req.uri().path())
+        .map_err(|e| GatewayError::BadRequest(path_error_text(e)))?
+        .into_owned();
+    let query = req.uri().query().map(str::to_owned);
+    ex.host.clone_from(&host);
+    ex.path.clone_from(&canonical);
+
+    // Phase 3: the rule. The snapshot guard is dropped before any await.
+    let (action, matched_prefix) = {
+        let snapshot = proxy.snapshot.load();
+        let view = RequestView {
+            host: &host,
+            path: &canonical,
+            method: req.method(),
+            headers: req.headers(),
+            query: query.as_deref(),
+        };
+        let found = snapshot.router.lookup(&view).ok_or(GatewayError::NoRoute)?;
+        (found.action.clone(), found.matched_prefix.map(str::to_owned))
+    };
+    ex.route = Some(action.route.clone());
+
+    // Phase 4: the action.
+    let forward = match &action.kind {
+        ActionKind::Redirect(r) => {
+            return Ok(redirect(r, &req, &host, &canonical, query.as_deref(), matched_prefix.as_deref()))
+        }
+        ActionKind::Forward(f) => f,
+    };
+
+    let body_limit = action.max_body_bytes.unwrap_or(proxy.limits.max_body_bytes);
+    if let Some(len) = content_length(&req) {
+        if len > body_limit {
+            return Err(GatewayError::BodyTooLarge(body_limit));
+        }
+    }
+
+    let new_path = match &forward.rewrite_path {
+        None => canonical,
+        Some(rw) => rewrite_path(rw, &canonical, matched_prefix.as_deref()),
+    };
+    let pick = forward.backends.pick().ok_or(GatewayError::NoEndpoints)?;
+    ex.backend = Some(pick.backend.name.clone());
+    let endpoint = pick.endpoint.ok_or(GatewayError::NoEndpoints)?.clone();
+
+    // The upstream request: same method and body, new target and headers.
+    let client_upgrade = req.version() == Version::HTTP_11;
+    let on_client_upgrade = client_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let upgrade = headers::strip_hop_by_hop(&mut parts.headers).filter(|_| client_upgrade);
+    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), "http", &raw_host);
+    headers::ensure_traceparent(&mut parts.headers, &ex.request_id);
+    parts.headers.insert(X_REQUEST_ID, ex.request_id.clone());
+    let upstream_host = match &forward.rewrite_host {
+        Some(h) => h.clone(),
+        None => HeaderValue::from_str(&raw_host).map_err(|_| GatewayError::BadRequest("invalid Host"))?,
+    };
+    parts.headers.insert(header::HOST, upstream_host);
+    action.request_headers.apply(&mut parts.headers);
+    if let Some(proto) = &upgrade {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, proto.clone());
+    }
+    parts.uri = upstream_uri(&endpoint, &new_path, query.as_deref())?;
+    parts.version = Version::HTTP_11;
+    let body = Limited::new(body, usize::try_from(body_limit).unwrap_or(usize::MAX))
+        .map_err(BoxError::from)
+        .boxed();
+    let upstream_req = Request::from_parts(parts, body);
+
+    let timeout = action.timeout.unwrap_or(proxy.limits.request_timeout);
+    let sent = tokio::time::timeout(timeout, proxy.client.request(upstream_req)).await;
+    let mut resp = match sent {
+        Err(_) => return Err(GatewayError::Timeout(timeout)),
+        Ok(Err(err)) => return Err(upstream_error(proxy, &pick.backend.name, err, body_limit)),
+        Ok(Ok(resp)) => resp,
+    };
+
+    // Phase 5: the response.
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let (Some(on_client), Some(_)) = (on_client_upgrade, &upgrade) {
+            return Ok(tunnel(resp, on_client, conn, proxy.limits.idle_timeout, &action));
+        }
+        return Err(GatewayError::BackendFailed("unrequested protocol switch".into()));
+    }
+    headers::strip_hop_by_hop(resp.headers_mut());
+    action.response_headers.apply(resp.headers_mut());
+    Ok(resp.map(|b| b.map_err(BoxError::from).boxed()))
+}
+
+/// Refuses HTTP/1 messages whose body length is ambiguous, the root of request
+/// smuggling: both `Content-Length` and `Transfer-Encoding`, several `Content-Length`
+/// values, or a transfer coding other than a lone `chunked`.
+fn check_framing(req: &Request<Incoming>) -> Result<(), GatewayError> {
+    if req.version() >= Version::HTTP_2 {
+        return Ok(());
+    }
+    let h = req.headers();
+    let te = h.get_all(header::TRANSFER_ENCODING);
+    let cl = h.get_all(header::CONTENT_LENGTH);
+    let te_count = te.iter().count();
+    let cl_count = cl.iter().count();
+    if te_count > 0 && cl_count > 0 {
+        return Err(GatewayError::BadRequest("both Content-Length and Transfer-Encoding"));
+    }
+    if cl_count > 1 {
+        return Err(GatewayError::BadRequest("repeated Content-Length"));
+    }
+    if let Some(v) = cl.iter().next() {
+        let ok = !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit);
+        if !ok {
+            return Err(GatewayError::BadRequest("malformed Content-Length"));
+        }
+    }
+    if te_count > 1 {
+        return Err(GatewayError::BadRequest("repeated Transfer-Encoding"));
+    }
+    if let Some(v) = te.iter().next() {
+        if req.version() == Version::HTTP_10 || !v.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err(GatewayError::BadRequest("unsupported Transfer-Encoding"));
+        }
+    }
+    Ok(())
+}
+
+fn content_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The host a request is for: the authority of an absolute-form or HTTP/2 target, else
+/// the Host header.
+fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
+    if let Some(authority) = req.uri().authority() {
+        if authority.as_str().contains('@') {
+            return None;
+        }
+        return Some(Cow::Borrowed(authority.as_str()));
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next()?;
+    if hosts.next().is_some() {
+        return None;
+    }
+    host.to_str().ok().map(Cow::Borrowed)
+}
+
+fn path_error_text(e: path::PathError) -> &'static str {
+    match e {
+        path::PathError::NotAbsolute => "request target must be an absolute path",
+        path::PathError::BadEncoding => "malformed percent-encoding in path",
+        path::PathError::EncodedSlash => "encoded slash in path",
+        path::PathError::Backslash => "backslash in path",
+        path::PathError::Nul => "NUL in path",
+    }
+}
+
+/// Applies a path rewrite and brings the result back to canonical form.
+fn rewrite_path(rw: &routing::PathRewrite, path: &str, matched_prefix: Option<&str>) -> String {
+    let rewritten = match rw {
+        routing::PathRewrite::Full(p) => p.clone(),
+        routing::PathRewrite::Prefix(replacement) => {
+            let prefix = matched_prefix.unwrap_or("/");
+            let rest = if prefix == "/" { path } else { &path[prefix.len()..] };
+            match (replacement.ends_with('/'), rest.starts_with('/')) {
+                (true, true) => format!("{}{}", replacement, &rest[1..]),
+                (false, false) if !rest.is_empty() => format!("{replacement}/{rest}"),
+                _ => format!("{replacement}{rest}"),
+            }
+        }
+    };
+    // Replacements are canonical and so is the rest of the path, so this only merges
+    // what the join produced; it cannot fail on canonical parts.
+    path::canonicalize(&rewritten).map(Cow::into_owned).unwrap_or(rewritten)
+}
+
+fn upstream_uri(endpoint: &uri::Authority, path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    Uri::builder()
+        .scheme(uri::Scheme::HTTP)
+        .authority(endpoint.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| GatewayError::BadRequest("request target cannot be forwarded"))
+}
+
+fn upstream_error(
+    proxy: &Proxy,
+    backend: &str,
+    err: hyper_util::client::legacy::Error,
+    body_limit: u64,
+) -> GatewayError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return GatewayError::BodyTooLarge(body_limit);
+        }
+        source = e.source();
+    }
+    if err.is_connect() {
+        proxy.metrics.upstream_connect_errors.with_label_values(&[backend]).inc();
+    }
+    let mut text = err.to_string();
+    if let Some(cause) = std::error::Error::source(&err) {
+        text = format!("{text}: {cause}");
+    }
+    GatewayError::BackendFailed(text)
+}
+
+fn redirect(
+    r: &routing::RedirectAction,
+    req: &Request<Incoming>,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+    matched_prefix: Option<&str>,
+) -> Response<ProxyBody> {
+    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let host = r.host.as_deref().unwrap_or(host);
+    let new_path = match &r.path {
+        Some(rw) => rewrite_path(rw, path, matched_prefix),
+        None => path.to_owned(),
+    };
+    // A port is written only when asked for, or when the request named one that is not
+    // the scheme's default.
+    let request_port = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse::<u16>().ok());
+    let port = r.port.or(if r.scheme.is_some() { None } else { request_port });
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let mut location = format!("{scheme}://{host}");
+    if let Some(p) = port.filter(|p| *p != default_port) {
+        location.push_str(&format!(":{p}"));
+    }
+    location.push_str(&new_path);
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = r.status;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// Answers 101 to the client and joins the two upgraded connections once both sides
+/// have switched. Only a backend's 101 gets here, so a refused upgrade never tunnels.
+fn tunnel(
+    mut upstream: Response<Incoming>,
+    on_client: hyper::upgrade::OnUpgrade,
+    conn: &ConnInfo,
+    idle_timeout: std::time::Duration,
+    action: &RuleAction,
+) -> Response<ProxyBody> {
+    let on_upstream = hyper::upgrade::on(&mut upstream);
+    let activity = conn.activity.clone();
+    let route = action.route.clone();
+    tokio::spawn(async move {
+        let (client, backend) = match tokio::try_join!(on_client, on_upstream) {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::debug!(%error, %route, "upgrade failed");
+                return;
+            }
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut backend = hyper_util::rt::TokioIo::new(backend);
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut backend);
+        tokio::pin!(copy);
+        // The client side moves bytes through the tracked socket, so its activity is
+        // the tunnel's.
+        let mut tick = tokio::time::interval(idle_timeout / 4);
+        loop {
+            tokio::select! {
+                _ = &mut copy => break,
+                _ = tick.tick() => {
+                    if activity.idle_for() >= idle_timeout {
+                        tracing::debug!(%route, "closing idle tunnel");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let (mut parts, _) = upstream.into_parts();
+    let upgrade = parts.headers.get(header::UPGRADE).cloned();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    action.response_headers.apply(&mut parts.headers);
+    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(u) = upgrade {
+        parts.headers.insert(header::UPGRADE, u);
+    }
+    Response::from_parts(parts, empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_rewrites() {
+        let rw = |repl: &str, path: &str, prefix: &str| {
+            rewrite_path(&routing::PathRewrite::Prefix(repl.into()), path, Some(prefix))
+        };
+        assert_eq!(rw("/v2", "/api/users", "/api"), "/v2/users");
+        assert_eq!(rw("/v2", "/api", "/api"), "/v2");
+        assert_eq!(rw("/", "/api/users", "/api"), "/users");
+        assert_eq!(rw("/", "/api", "/api"), "/");
+        assert_eq!(rw("/v2/", "/api/users", "/api"), "/v2/users");
+        assert_eq!(rw("/new", "/x/y", "/"), "/new/x/y");
+        assert_eq!(rw("/v2", "/api/", "/api"), "/v2/");
+    }
+}

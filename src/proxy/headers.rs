@@ -1,0 +1,218 @@
+//! Header rules of the proxy: hop-by-hop removal, forwarding headers, request ids and
+//! trace context.
+
+use http::{header, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one connection and never cross the proxy (RFC 9110 §7.6.1,
+/// plus the non-standard `Proxy-Connection`).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+/// Returns the `Upgrade` value when the message asked for a protocol upgrade, so the
+/// caller can forward that one on purpose.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut upgrade_requested = false;
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| {
+            let token = token.trim();
+            if token.eq_ignore_ascii_case("upgrade") {
+                upgrade_requested = true;
+            }
+            HeaderName::from_bytes(token.as_bytes()).ok()
+        })
+        .collect();
+    let upgrade = headers.get(header::UPGRADE).cloned().filter(|_| upgrade_requested);
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    upgrade
+}
+
+/// Sets the forwarding headers of a request going upstream. The client's
+/// `X-Forwarded-For` chain is kept and the peer appended; `Proto` and `Host` describe
+/// this hop and replace whatever the client sent.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &'static str, host: &str) {
+    let peer = peer.to_string();
+    let xff = match headers.get_all(&X_FORWARDED_FOR).iter().next() {
+        None => HeaderValue::from_str(&peer),
+        Some(_) => {
+            let mut chain = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(", ");
+            chain.push_str(", ");
+            chain.push_str(&peer);
+            HeaderValue::from_str(&chain)
+        }
+    };
+    if let Ok(xff) = xff {
+        headers.insert(X_FORWARDED_FOR, xff);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if let Ok(host) = HeaderValue::from_str(host) {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+/// The request id: the client's own when it is a plausible id, else a new one. A valid
+/// `traceparent` lends its trace id, so logs and traces share one key.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+        {
+            return v.clone();
+        }
+    }
+    let id = match headers.get(&TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes())) {
+        Some(trace_id) => trace_id.to_string(),
+        None => format!("{:032x}", fastrand::u128(1..)),
+    };
+    HeaderValue::from_str(&id).expect("hex digits are a valid header value")
+}
+
+/// Keeps a valid `traceparent` (and its `tracestate`) as it is; starts a new trace when it
+/// is absent or malformed, reusing the request id as the trace id when it is one.
+pub fn ensure_traceparent(headers: &mut HeaderMap, request_id: &HeaderValue) {
+    if let Some(v) = headers.get(&TRACEPARENT) {
+        if parse_traceparent(v.as_bytes()).is_some() {
+            return;
+        }
+    }
+    // A tracestate without its traceparent is meaningless.
+    headers.remove(&TRACESTATE);
+    let trace_id = match request_id.to_str() {
+        Ok(id) if is_trace_id(id.as_bytes()) => id.to_string(),
+        _ => format!("{:032x}", fastrand::u128(1..)),
+    };
+    let value = format!("00-{trace_id}-{:016x}-01", fastrand::u64(1..));
+    headers.insert(TRACEPARENT, HeaderValue::from_str(&value).expect("hex is a valid value"));
+}
+
+/// Returns the trace id of a well-formed version-00 `traceparent`.
+fn parse_traceparent(v: &[u8]) -> Option<&str> {
+    // 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>
+    if v.len() != 55 || &v[..3] != b"00-" || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let (trace, parent, flags) = (&v[3..35], &v[36..52], &v[53..55]);
+    let lower_hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let nonzero = |s: &[u8]| s.iter().any(|&c| c != b'0');
+    (is_trace_id(trace) && lower_hex(parent) && nonzero(parent) && lower_hex(flags))
+        .then(|| std::str::from_utf8(trace).expect("checked hex"))
+}
+
+fn is_trace_id(s: &[u8]) -> bool {
+    s.len() == 32
+        && s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        && s.iter().any(|&c| c != b'0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, X-Secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h.get("x-kept").unwrap(), "1");
+    }
+
+    #[test]
+    fn upgrade_is_reported_only_when_connection_names_it() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(header::CONNECTION, "Upgrade".parse().unwrap());
+        assert_eq!(strip_hop_by_hop(&mut h).unwrap(), "websocket");
+        assert!(h.get(header::UPGRADE).is_none());
+    }
+
+    #[test]
+    fn forwarded_for_appends_and_proto_is_replaced() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, "1.1.1.1".parse().unwrap());
+        h.append(X_FORWARDED_FOR, "2.2.2.2".parse().unwrap());
+        h.insert(X_FORWARDED_PROTO, "https".parse().unwrap());
+        set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), "http", "a.example.com");
+        assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "1.1.1.1, 2.2.2.2, 10.0.0.9");
+        assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "http");
+        assert_eq!(h.get(X_FORWARDED_HOST).unwrap(), "a.example.com");
+    }
+
+    #[test]
+    fn request_ids() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, "abc-123".parse().unwrap());
+        assert_eq!(request_id(&h), "abc-123");
+
+        h.insert(X_REQUEST_ID, "bad id with spaces".parse().unwrap());
+        let id = request_id(&h);
+        assert_eq!(id.len(), 32);
+
+        let mut h = HeaderMap::new();
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        h.insert(TRACEPARENT, tp.parse().unwrap());
+        assert_eq!(request_id(&h), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn traceparent_kept_when_valid_and_started_when_not() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, tp.parse().unwrap());
+        h.insert(TRACESTATE, "v=1".parse().unwrap());
+        ensure_traceparent(&mut h, &"x".parse().unwrap());
+        assert_eq!(h.get(TRACEPARENT).unwrap(), tp);
+        assert_eq!(h.get(TRACESTATE).unwrap(), "v=1");
+
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, "00-00000000000000000000000000000000-00f067aa0ba902b7-01".parse().unwrap());
+        h.insert(TRACESTATE, "v=1".parse().unwrap());
+        let id: HeaderValue = "4bf92f3577b34da6a3ce929d0e0e4736".parse().unwrap();
+        ensure_traceparent(&mut h, &id);
+        let new = h.get(TRACEPARENT).unwrap().to_str().unwrap();
+        assert!(new.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{new}");
+        assert!(parse_traceparent(new.as_bytes()).is_some());
+        assert!(h.get(TRACESTATE).is_none());
+    }
+}
