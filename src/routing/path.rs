@@ -172,7 +172,7 @@ mod tests {
             ("/%61%70%69/x", "/api/x"),
             ("/%2e%2e/admin", "/admin"),
             ("/api/%2E%2E/admin", "/admin"),
-            ("/a%2fb".replace("%2f", "%20").as_str(), "/a%20b"),
+            ("/a%20b", "/a%20b"),
             ("/caf%c3%a9", "/caf%C3%A9"),
             ("/%7euser", "/~user"),
             ("/a/.b/..c", "/a/.b/..c"),

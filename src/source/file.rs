@@ -227,12 +227,16 @@ fn location(e: &serde_norway::Error) -> Option<(usize, usize)> {
     e.location().map(|l| (l.line(), l.column()))
 }
 
-/// The error text without the " at line X column Y" that [`LoadError`] prints itself.
+/// The error text without what [`LoadError`] prints itself: the parser's own field
+/// path in front and " at line X column Y" behind.
 fn strip_location(e: &serde_norway::Error) -> String {
-    let text = e.to_string();
-    match text.find(" at line ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
+    let mut text = e.to_string();
+    if let Some(i) = text.find(" at line ") {
+        text.truncate(i);
+    }
+    match text.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => rest.to_string(),
+        _ => text,
     }
 }
 
@@ -287,7 +291,7 @@ mod tests {
         assert_eq!(loaded.resources.routes[0].meta.namespace, "default");
         assert_eq!(loaded.resources.routes[1].meta.namespace, "x");
         let origin = &loaded.origins[&loaded.resources.routes[1].meta.key()];
-        assert_eq!(origin.document, 4);
+        assert_eq!(origin.document, 3);
     }
 
     #[test]

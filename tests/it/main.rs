@@ -1,0 +1,9 @@
+//! Integration tests: the gateway in front of real backends, over real sockets.
+
+mod support;
+
+mod framing;
+mod headers;
+mod lifecycle;
+mod routing;
+mod streaming;
