@@ -2,7 +2,10 @@
 //!
 //! Bind it to loopback or a cluster-internal address: `/config` shows every Route.
 
-use crate::{metrics::Metrics, proxy::{full, ProxyBody, SharedSnapshot}};
+use crate::{
+    metrics::Metrics,
+    proxy::{full, ProxyBody, SharedSnapshot},
+};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
@@ -50,7 +53,10 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody> {
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if state.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no configuration loaded yet\n"),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no configuration loaded yet\n",
+        ),
         "/metrics" => {
             let mut resp = text(StatusCode::OK, &state.metrics.render());
             resp.headers_mut().insert(
@@ -74,19 +80,29 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody> {
                 })
                 .collect();
             let body = serde_json::json!({ "routes": routes, "problems": snapshot.problems });
-            let mut resp = text(StatusCode::OK, &serde_json::to_string_pretty(&body).unwrap_or_default());
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let mut resp = text(
+                StatusCode::OK,
+                &serde_json::to_string_pretty(&body).unwrap_or_default(),
+            );
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             resp
         }
-        _ => text(StatusCode::NOT_FOUND, "not found; try /healthz, /readyz, /metrics or /config\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /healthz, /readyz, /metrics or /config\n",
+        ),
     }
 }
 
 fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
     let mut resp = Response::new(full(body.to_owned()));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }

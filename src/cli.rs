@@ -14,7 +14,13 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 #[command(name = "portcullis", version, about)]
 pub struct Cli {
     /// Log output format.
-    #[arg(long, global = true, value_enum, default_value_t, env = "PORTCULLIS_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "PORTCULLIS_LOG_FORMAT"
+    )]
     log_format: LogFormat,
 
     #[command(subcommand)]
@@ -133,7 +139,15 @@ impl Cli {
         match self.command {
             Command::Check { config } => check(&config),
             Command::Serve(args) => {
-                let ServeArgs { config, listen, admin, workers, access_log, drain_period, limits } = args;
+                let ServeArgs {
+                    config,
+                    listen,
+                    admin,
+                    workers,
+                    access_log,
+                    drain_period,
+                    limits,
+                } = args;
                 let opts = gateway::Options {
                     config,
                     listen,
@@ -197,7 +211,11 @@ fn check(config: &std::path::Path) -> ExitCode {
     };
     let snapshot = compile::compile(&loaded.resources, None);
     for p in &snapshot.problems {
-        let origin = loaded.origins.get(&p.object).map(|o| format!("{o}: ")).unwrap_or_default();
+        let origin = loaded
+            .origins
+            .get(&p.object)
+            .map(|o| format!("{o}: "))
+            .unwrap_or_default();
         println!("error: {origin}{p}");
     }
     if snapshot.problems.is_empty() {

@@ -60,7 +60,11 @@ impl Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}: {}", self.kind, self.object, self.field, self.message)
+        write!(
+            f,
+            "{} {}: {}: {}",
+            self.kind, self.object, self.field, self.message
+        )
     }
 }
 
@@ -68,7 +72,11 @@ impl std::fmt::Display for Problem {
 
 impl Snapshot {
     pub fn empty() -> Self {
-        Snapshot { router: Router::default(), routes: BTreeMap::new(), problems: Vec::new() }
+        Snapshot {
+            router: Router::default(),
+            routes: BTreeMap::new(),
+            problems: Vec::new(),
+        }
     }
 
     /// Problems that keep an object from serving as written.
@@ -124,7 +132,11 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
     }
 
     problems.sort_by(|a, b| (&a.object, &a.field).cmp(&(&b.object, &b.field)));
-    Snapshot { router: Router::build(specs), routes, problems }
+    Snapshot {
+        router: Router::build(specs),
+        routes,
+        problems,
+    }
 }
 
 fn find_conflict(
@@ -198,10 +210,17 @@ fn compile_route(
     problems: &mut Vec<Problem>,
 ) -> Option<CompiledRoute> {
     let key = route.meta.key();
-    let mut check = Check { object: &key, problems };
+    let mut check = Check {
+        object: &key,
+        problems,
+    };
     let before = check.problems.len();
     let label: Arc<str> = key.to_string().into();
-    let created = route.meta.creation_timestamp.as_deref().and_then(parse_time);
+    let created = route
+        .meta
+        .creation_timestamp
+        .as_deref()
+        .and_then(parse_time);
 
     let hosts = compile_hosts(&route.spec.hosts, &mut check);
     if route.spec.rules.is_empty() {
@@ -218,7 +237,11 @@ fn compile_route(
         };
         let action = Arc::new(action);
         let default_match = [config::RouteMatch::default()];
-        let matches = if rule.matches.is_empty() { &default_match[..] } else { &rule.matches };
+        let matches = if rule.matches.is_empty() {
+            &default_match[..]
+        } else {
+            &rule.matches
+        };
         for (mi, m) in matches.iter().enumerate() {
             let field = format!("{field}.matches[{mi}]");
             let Some((spec, signature)) = compile_match(m, &field, &mut check) else {
@@ -238,8 +261,11 @@ fn compile_route(
                 );
                 continue;
             }
-            let host_keys: Vec<String> =
-                if hosts.is_empty() { vec!["*any*".into()] } else { hosts.clone() };
+            let host_keys: Vec<String> = if hosts.is_empty() {
+                vec!["*any*".into()]
+            } else {
+                hosts.clone()
+            };
             for h in host_keys {
                 claims.push(((h, signature.clone()), field.clone()));
             }
@@ -279,7 +305,9 @@ fn compile_hosts(hosts: &[String], check: &mut Check<'_>) -> Vec<String> {
             && name.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             });
@@ -325,7 +353,10 @@ fn compile_match(
         match Method::from_bytes(upper.as_bytes()) {
             Ok(method) => Some(method),
             Err(_) => {
-                check.invalid(format!("{field}.method"), format!("{raw:?} is not an HTTP method"));
+                check.invalid(
+                    format!("{field}.method"),
+                    format!("{raw:?} is not an HTTP method"),
+                );
                 None
             }
         }
@@ -336,11 +367,17 @@ fn compile_match(
     for (i, h) in m.headers.iter().enumerate() {
         let f = format!("{field}.headers[{i}]");
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-            check.invalid(format!("{f}.name"), format!("{:?} is not a header name", h.name));
+            check.invalid(
+                format!("{f}.name"),
+                format!("{:?} is not a header name", h.name),
+            );
             continue;
         };
         if seen.contains(&name) {
-            check.invalid(format!("{f}.name"), format!("header {name} is matched twice"));
+            check.invalid(
+                format!("{f}.name"),
+                format!("header {name} is matched twice"),
+            );
             continue;
         }
         seen.push(name.clone());
@@ -357,7 +394,10 @@ fn compile_match(
             continue;
         }
         if query.iter().any(|(n, _): &(Box<str>, _)| **n == *q.name) {
-            check.invalid(format!("{f}.name"), format!("parameter {:?} is matched twice", q.name));
+            check.invalid(
+                format!("{f}.name"),
+                format!("parameter {:?} is matched twice", q.name),
+            );
             continue;
         }
         if let Some(cond) = compile_value(q, &f, check) {
@@ -370,17 +410,31 @@ fn compile_match(
     }
 
     // Conditions are a set, so the signature lists them sorted.
-    let mut header_sig: Vec<String> =
-        m.headers.iter().map(|h| format!("{}:{:?}:{}", h.name.to_ascii_lowercase(), h.kind, h.value)).collect();
+    let mut header_sig: Vec<String> = m
+        .headers
+        .iter()
+        .map(|h| format!("{}:{:?}:{}", h.name.to_ascii_lowercase(), h.kind, h.value))
+        .collect();
     header_sig.sort();
-    let mut query_sig: Vec<String> =
-        m.query_params.iter().map(|q| format!("{}:{:?}:{}", q.name, q.kind, q.value)).collect();
+    let mut query_sig: Vec<String> = m
+        .query_params
+        .iter()
+        .map(|q| format!("{}:{:?}:{}", q.name, q.kind, q.value))
+        .collect();
     query_sig.sort();
     let signature = format!(
         "{path_sig} method:{} headers:{header_sig:?} query:{query_sig:?}",
         method.as_ref().map(Method::as_str).unwrap_or("*")
     );
-    Some((MatchSpec { path, method, headers, query }, signature))
+    Some((
+        MatchSpec {
+            path,
+            method,
+            headers,
+            query,
+        },
+        signature,
+    ))
 }
 
 fn compile_path(
@@ -409,14 +463,20 @@ fn compile_path(
                 return None;
             }
             if p.kind == Exact {
-                Some((PathCond::Exact(p.value.clone()), format!("exact:{}", p.value)))
+                Some((
+                    PathCond::Exact(p.value.clone()),
+                    format!("exact:{}", p.value),
+                ))
             } else {
                 // Prefixes match at segment boundaries, so a trailing slash adds nothing.
                 let trimmed = match p.value.trim_end_matches('/') {
                     "" => "/",
                     t => t,
                 };
-                Some((PathCond::Prefix(trimmed.into()), format!("prefix:{trimmed}")))
+                Some((
+                    PathCond::Prefix(trimmed.into()),
+                    format!("prefix:{trimmed}"),
+                ))
             }
         }
         RegularExpression => match Regex::new(&format!("^(?:{})$", p.value)) {
@@ -436,7 +496,10 @@ fn compile_value(v: &config::ValueMatch, field: &str, check: &mut Check<'_>) -> 
             match Regex::new(&format!("^(?:{})$", v.value)) {
                 Ok(re) => Some(ValueCond::Regex(re)),
                 Err(e) => {
-                    check.invalid(format!("{field}.value"), format!("invalid regular expression: {e}"));
+                    check.invalid(
+                        format!("{field}.value"),
+                        format!("invalid regular expression: {e}"),
+                    );
                     None
                 }
             }
@@ -468,7 +531,10 @@ fn compile_action(
 
     let kind = if let Some(redirect) = &filters.redirect {
         if !rule.backends.is_empty() {
-            check.invalid(format!("{field}.backends"), "a rule with a redirect has no backends");
+            check.invalid(
+                format!("{field}.backends"),
+                "a rule with a redirect has no backends",
+            );
         }
         if filters.url_rewrite.is_some() {
             check.invalid(
@@ -480,7 +546,10 @@ fn compile_action(
             .map(routing::ActionKind::Redirect)
     } else {
         if rule.backends.is_empty() {
-            check.invalid(format!("{field}.backends"), "at least one backend is required");
+            check.invalid(
+                format!("{field}.backends"),
+                "at least one backend is required",
+            );
         }
         let backends = rule
             .backends
@@ -508,7 +577,10 @@ fn compile_action(
     };
 
     if rule.max_request_body_bytes == Some(0) {
-        check.invalid(format!("{field}.maxRequestBodyBytes"), "must be greater than 0");
+        check.invalid(
+            format!("{field}.maxRequestBodyBytes"),
+            "must be greater than 0",
+        );
     }
     let rejected = check.problems[before..].iter().any(Problem::rejects);
     if rejected {
@@ -541,7 +613,10 @@ fn compile_edits(
         match (name, value) {
             (Ok(n), Ok(v)) => Some((n, v)),
             (Err(_), _) => {
-                check.invalid(format!("{field}.{list}[{i}].name"), format!("{:?} is not a header name", h.name));
+                check.invalid(
+                    format!("{field}.{list}[{i}].name"),
+                    format!("{:?} is not a header name", h.name),
+                );
                 None
             }
             (_, Err(_)) => {
@@ -553,12 +628,25 @@ fn compile_edits(
             }
         }
     };
-    edits.set = m.set.iter().enumerate().filter_map(|(i, h)| pair("set", i, h)).collect();
-    edits.add = m.add.iter().enumerate().filter_map(|(i, h)| pair("add", i, h)).collect();
+    edits.set = m
+        .set
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| pair("set", i, h))
+        .collect();
+    edits.add = m
+        .add
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| pair("add", i, h))
+        .collect();
     for (i, name) in m.remove.iter().enumerate() {
         match HeaderName::from_bytes(name.as_bytes()) {
             Ok(n) => edits.remove.push(n),
-            Err(_) => check.invalid(format!("{field}.remove[{i}]"), format!("{name:?} is not a header name")),
+            Err(_) => check.invalid(
+                format!("{field}.remove[{i}]"),
+                format!("{name:?} is not a header name"),
+            ),
         }
     }
     edits
@@ -574,7 +662,10 @@ fn compile_path_rewrite(
             (Some(full), None) => (full, routing::PathRewrite::Full, "replaceFullPath"),
             (None, Some(prefix)) => (prefix, routing::PathRewrite::Prefix, "replacePrefixMatch"),
             _ => {
-                check.invalid(field, "set exactly one of replaceFullPath and replacePrefixMatch");
+                check.invalid(
+                    field,
+                    "set exactly one of replaceFullPath and replacePrefixMatch",
+                );
                 return None;
             }
         };
@@ -595,12 +686,18 @@ fn compile_redirect(
     let before = check.problems.len();
     if let Some(s) = &r.scheme {
         if s != "http" && s != "https" {
-            check.invalid(format!("{field}.scheme"), format!("{s:?} must be http or https"));
+            check.invalid(
+                format!("{field}.scheme"),
+                format!("{s:?} must be http or https"),
+            );
         }
     }
     if let Some(h) = &r.hostname {
         if HeaderValue::from_str(h).is_err() || h.contains('/') || h.is_empty() {
-            check.invalid(format!("{field}.hostname"), format!("{h:?} is not a host name"));
+            check.invalid(
+                format!("{field}.hostname"),
+                format!("{h:?} is not a host name"),
+            );
         }
     }
     let status = r.status_code.unwrap_or(302);
@@ -610,7 +707,10 @@ fn compile_redirect(
             format!("{status} must be one of 301, 302, 303, 307, 308"),
         );
     }
-    let path = r.path.as_ref().and_then(|p| compile_path_rewrite(p, &format!("{field}.path"), check));
+    let path = r
+        .path
+        .as_ref()
+        .and_then(|p| compile_path_rewrite(p, &format!("{field}.path"), check));
     if check.problems.len() > before {
         return None;
     }
@@ -633,7 +733,11 @@ fn compile_backend(
     let weight = b.weight.unwrap_or(1);
     match (&b.address, &b.service) {
         (Some(addr), None) => match parse_address(addr) {
-            Some(authority) => Some(routing::Backend::new(addr.as_str(), weight, vec![authority])),
+            Some(authority) => Some(routing::Backend::new(
+                addr.as_str(),
+                weight,
+                vec![authority],
+            )),
             None => {
                 check.invalid(
                     format!("{field}.address"),
@@ -647,7 +751,10 @@ fn compile_backend(
                 config::PortRef::Number(n) => format!("{}:{n}", svc.name),
                 config::PortRef::Name(n) => format!("{}:{n}", svc.name),
             };
-            let svc_key = ObjectKey { namespace: key.namespace.clone(), name: svc.name.clone() };
+            let svc_key = ObjectKey {
+                namespace: key.namespace.clone(),
+                name: svc.name.clone(),
+            };
             let port = services.get(&svc_key).and_then(|s| {
                 s.ports.iter().find(|p| match &svc.port {
                     config::PortRef::Number(n) => p.port == *n,
@@ -655,7 +762,11 @@ fn compile_backend(
                 })
             });
             let endpoints = match port {
-                Some(p) => p.endpoints.iter().filter_map(|a| a.to_string().parse().ok()).collect(),
+                Some(p) => p
+                    .endpoints
+                    .iter()
+                    .filter_map(|a| a.to_string().parse().ok())
+                    .collect(),
                 None => {
                     let what = if services.contains_key(&svc_key) {
                         format!("Service {svc_key} has no port {name}")

@@ -29,9 +29,13 @@ pub async fn start(
     for (i, addr) in addresses.iter().enumerate() {
         let sock: SocketAddr = addr.parse()?;
         let listener = tokio::net::TcpListener::bind(sock).await.map_err(|e| {
-            anyhow::anyhow!("cannot start the demo backend on {addr}: {e} (is another demo running?)")
+            anyhow::anyhow!(
+                "cannot start the demo backend on {addr}: {e} (is another demo running?)"
+            )
         })?;
-        let name = ["users-v1", "users-v2", "orders"].get(i).map_or_else(|| format!("echo-{i}"), |n| n.to_string());
+        let name = ["users-v1", "users-v2", "orders"]
+            .get(i)
+            .map_or_else(|| format!("echo-{i}"), |n| n.to_string());
         tokio::spawn(echo::serve(listener, name));
     }
 

@@ -48,7 +48,12 @@ async fn answer(name: Arc<str>, mut req: Request<Incoming>) -> Result<Response<B
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    let param = |k: &str| query.iter().find(|(n, _)| n == k).and_then(|(_, v)| v.parse::<u64>().ok());
+    let param = |k: &str| {
+        query
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    };
     if let Some(ms) = param("delayMs") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -57,7 +62,10 @@ async fn answer(name: Arc<str>, mut req: Request<Incoming>) -> Result<Response<B
     let mut resp = if is_websocket(&req) {
         websocket(&mut req)
     } else if path == "/sse" {
-        sse(param("count").unwrap_or(3), param("intervalMs").unwrap_or(100))
+        sse(
+            param("count").unwrap_or(3),
+            param("intervalMs").unwrap_or(100),
+        )
     } else if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse().ok()) {
         bytes(n)
     } else {
@@ -80,7 +88,9 @@ async fn describe(name: &str, req: Request<Incoming>) -> Response<Body> {
     let (parts, mut body) = req.into_parts();
     let mut headers = serde_json::Map::new();
     for (k, v) in &parts.headers {
-        let entry = headers.entry(k.as_str()).or_insert_with(|| serde_json::Value::Array(vec![]));
+        let entry = headers
+            .entry(k.as_str())
+            .or_insert_with(|| serde_json::Value::Array(vec![]));
         if let serde_json::Value::Array(values) = entry {
             values.push(String::from_utf8_lossy(v.as_bytes()).into_owned().into());
         }
@@ -107,7 +117,10 @@ async fn describe(name: &str, req: Request<Incoming>) -> Response<Body> {
         "bodyBytes": total,
     });
     let mut resp = Response::new(Full::new(Bytes::from(json.to_string())).boxed());
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -124,7 +137,10 @@ fn sse(count: u64, interval_ms: u64) -> Response<Body> {
     });
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(events)));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
@@ -140,7 +156,8 @@ fn bytes(n: u64) -> Response<Body> {
         Some((Ok::<_, Infallible>(frame), sent + len))
     });
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     resp
 }
 
@@ -153,14 +170,17 @@ fn is_websocket(req: &Request<Incoming>) -> bool {
 
 fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
-        let mut resp = Response::new(Full::new(Bytes::from_static(b"missing Sec-WebSocket-Key")).boxed());
+        let mut resp =
+            Response::new(Full::new(Bytes::from_static(b"missing Sec-WebSocket-Key")).boxed());
         *resp.status_mut() = StatusCode::BAD_REQUEST;
         return resp;
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
         let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
             TokioIo::new(upgraded),
             tokio_tungstenite::tungstenite::protocol::Role::Server,
@@ -182,6 +202,9 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a valid value"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid value"),
+    );
     resp
 }

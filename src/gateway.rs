@@ -70,14 +70,35 @@ impl Gateway {
         let admin_addr = admin_listener.local_addr()?;
 
         let (shutdown, shutdown_rx) = Shutdown::new();
-        let proxy = Proxy::new(snapshot.clone(), metrics.clone(), opts.limits.clone(), opts.access_log);
+        let proxy = Proxy::new(
+            snapshot.clone(),
+            metrics.clone(),
+            opts.limits.clone(),
+            opts.access_log,
+        );
         let proxy_task = tokio::spawn(proxy::serve(listener, proxy, shutdown_rx, opts.drain));
-        let admin_state = AdminState { snapshot: snapshot.clone(), metrics: metrics.clone(), ready };
+        let admin_state = AdminState {
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
+            ready,
+        };
         let mut background = vec![tokio::spawn(admin::serve(admin_listener, admin_state))];
-        background.push(tokio::spawn(watch_files(opts.config.clone(), snapshot.clone(), metrics.clone())));
+        background.push(tokio::spawn(watch_files(
+            opts.config.clone(),
+            snapshot.clone(),
+            metrics.clone(),
+        )));
 
         tracing::info!(%listen_addr, %admin_addr, config = %opts.config.display(), "serving");
-        Ok(Gateway { listen_addr, admin_addr, snapshot, metrics, shutdown, proxy_task, background })
+        Ok(Gateway {
+            listen_addr,
+            admin_addr,
+            snapshot,
+            metrics,
+            shutdown,
+            proxy_task,
+            background,
+        })
     }
 
     /// Stops accepting, lets requests in flight finish within the drain period, then
@@ -96,7 +117,11 @@ fn install(snapshot: &SharedSnapshot, metrics: &Metrics, loaded: &file::Loaded) 
     let previous = snapshot.load();
     let next = compile::compile(&loaded.resources, Some(&previous));
     for problem in &next.problems {
-        let origin = loaded.origins.get(&problem.object).map(ToString::to_string).unwrap_or_default();
+        let origin = loaded
+            .origins
+            .get(&problem.object)
+            .map(ToString::to_string)
+            .unwrap_or_default();
         let serving_previous = problem.rejects() && next.routes.contains_key(&problem.object);
         tracing::warn!(
             %origin,
@@ -107,9 +132,20 @@ fn install(snapshot: &SharedSnapshot, metrics: &Metrics, loaded: &file::Loaded) 
             "{}", problem.message
         );
     }
-    let rejected = next.rejections().map(|p| &p.object).collect::<std::collections::BTreeSet<_>>().len();
-    metrics.config_rejected_objects.with_label_values(&["Route"]).set(rejected as i64);
-    tracing::info!(routes = next.routes.len(), rejected, "configuration accepted");
+    let rejected = next
+        .rejections()
+        .map(|p| &p.object)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    metrics
+        .config_rejected_objects
+        .with_label_values(&["Route"])
+        .set(rejected as i64);
+    tracing::info!(
+        routes = next.routes.len(),
+        rejected,
+        "configuration accepted"
+    );
     snapshot.store(Arc::new(next));
 }
 
@@ -134,13 +170,19 @@ fn reload(path: &Path, snapshot: &SharedSnapshot, metrics: &Metrics) {
     match file::load(path) {
         Ok(loaded) => {
             install(snapshot, metrics, &loaded);
-            metrics.config_reloads.with_label_values(&["accepted"]).inc();
+            metrics
+                .config_reloads
+                .with_label_values(&["accepted"])
+                .inc();
         }
         Err(errors) => {
             for error in &errors {
                 tracing::error!("{error}");
             }
-            tracing::error!(errors = errors.len(), "configuration refused; the previous one keeps serving");
+            tracing::error!(
+                errors = errors.len(),
+                "configuration refused; the previous one keeps serving"
+            );
             metrics.config_reloads.with_label_values(&["refused"]).inc();
         }
     }

@@ -7,8 +7,9 @@ use prometheus::{
 };
 
 /// Request duration buckets in seconds: from a fast local hop to a slow upstream.
-const DURATION_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -32,7 +33,10 @@ impl Metrics {
         let registry = Registry::new_custom(Some("portcullis".into()), None)
             .expect("the prefix is a valid metric name");
         let requests = IntCounterVec::new(
-            Opts::new("requests_total", "Requests answered, by route, method and status class"),
+            Opts::new(
+                "requests_total",
+                "Requests answered, by route, method and status class",
+            ),
             &["route", "method", "status_class"],
         )
         .expect("valid metric");
@@ -46,7 +50,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let upstream_connect_errors = IntCounterVec::new(
-            Opts::new("upstream_connect_errors_total", "Failed connection attempts to backends"),
+            Opts::new(
+                "upstream_connect_errors_total",
+                "Failed connection attempts to backends",
+            ),
             &["backend"],
         )
         .expect("valid metric");
@@ -56,7 +63,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let config_rejected_objects = IntGaugeVec::new(
-            Opts::new("config_rejected_objects", "Objects that do not serve as written"),
+            Opts::new(
+                "config_rejected_objects",
+                "Objects that do not serve as written",
+            ),
             &["kind"],
         )
         .expect("valid metric");

@@ -20,7 +20,10 @@ fn mk_route(ns: &str, name: &str, created: Option<&str>, yaml: &str) -> Resource
 }
 
 fn mk_resources(routes: Vec<Resource<RouteSpec>>) -> Resources {
-    Resources { routes, ..Default::default() }
+    Resources {
+        routes,
+        ..Default::default()
+    }
 }
 
 /// A request described as "METHOD host path?query" plus headers.
@@ -41,16 +44,28 @@ fn route_of(snapshot: &Snapshot, req: &Req<'_>) -> String {
     };
     let mut headers = HeaderMap::new();
     for (k, v) in req.headers {
-        headers.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        headers.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
-    let view = RequestView { host: &host, path, method: &method, headers: &headers, query };
+    let view = RequestView {
+        host: &host,
+        path,
+        method: &method,
+        headers: &headers,
+        query,
+    };
     match snapshot.router.lookup(&view) {
         Some(m) => format!("{}#{}", m.action.route, m.action.rule),
         None => "404".into(),
     }
 }
 
-fn assert_routes(snapshot: &Snapshot, cases: &[(&str, &[(&str, &str)], &str)]) {
+/// (request line, headers, expected rule)
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
+fn assert_routes(snapshot: &Snapshot, cases: &[Case<'_>]) {
     for (line, headers, want) in cases {
         let got = route_of(snapshot, &Req { line, headers });
         assert_eq!(&got, want, "request {line:?} with headers {headers:?}");
@@ -63,10 +78,30 @@ const B: &str = "backends: [{address: '127.0.0.1:1'}]";
 fn hosts_exact_wildcard_and_any() {
     let snap = compile(
         &mk_resources(vec![
-            mk_route("ns", "exact", None, &format!("{{hosts: [api.example.com], rules: [{{{B}}}]}}")),
-            mk_route("ns", "wild", None, &format!("{{hosts: ['*.example.com'], rules: [{{{B}}}]}}")),
-            mk_route("ns", "deeper", None, &format!("{{hosts: ['*.eu.example.com'], rules: [{{{B}}}]}}")),
-            mk_route("ns", "any", None, &format!("{{rules: [{{matches: [{{path: {{value: /only}}}}], {B}}}]}}")),
+            mk_route(
+                "ns",
+                "exact",
+                None,
+                &format!("{{hosts: [api.example.com], rules: [{{{B}}}]}}"),
+            ),
+            mk_route(
+                "ns",
+                "wild",
+                None,
+                &format!("{{hosts: ['*.example.com'], rules: [{{{B}}}]}}"),
+            ),
+            mk_route(
+                "ns",
+                "deeper",
+                None,
+                &format!("{{hosts: ['*.eu.example.com'], rules: [{{{B}}}]}}"),
+            ),
+            mk_route(
+                "ns",
+                "any",
+                None,
+                &format!("{{rules: [{{matches: [{{path: {{value: /only}}}}], {B}}}]}}"),
+            ),
         ]),
         None,
     );
@@ -224,13 +259,34 @@ fn order_of_objects_does_not_change_the_result() {
             mk_route("b", "two", None, &format!("rules: [{{matches: [{{path: {{value: /p}}, headers: [{{name: y, value: '1'}}]}}], {B}}}]")),
             mk_route("a", "three", Some("2020-01-01T00:00:00Z"), &format!("rules: [{{matches: [{{path: {{value: /p}}, headers: [{{name: z, value: '1'}}]}}], {B}}}]")),
         ];
-        compile(&mk_resources(order.iter().map(|&i| all[i].clone()).collect()), None)
+        compile(
+            &mk_resources(order.iter().map(|&i| all[i].clone()).collect()),
+            None,
+        )
     };
     let headers: &[(&str, &str)] = &[("x", "1"), ("y", "1"), ("z", "1")];
     for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]] {
         // The oldest wins; among objects without a time, namespace then name.
-        assert_eq!(route_of(&mk(&order), &Req { line: "GET h /p", headers }), "a/three#0");
-        assert_eq!(route_of(&mk(&order), &Req { line: "GET h /p", headers: &headers[..2] }), "a/one#0");
+        assert_eq!(
+            route_of(
+                &mk(&order),
+                &Req {
+                    line: "GET h /p",
+                    headers
+                }
+            ),
+            "a/three#0"
+        );
+        assert_eq!(
+            route_of(
+                &mk(&order),
+                &Req {
+                    line: "GET h /p",
+                    headers: &headers[..2]
+                }
+            ),
+            "a/one#0"
+        );
     }
 }
 
@@ -239,9 +295,21 @@ fn conflicts_go_to_the_older_route() {
     let rules = format!("{{hosts: [a.example.com], rules: [{{matches: [{{path: {{value: /x}}, method: GET}}], {B}}}]}}");
     let older = mk_route("ns", "zzz", Some("2026-01-01T00:00:00Z"), &rules);
     let newer = mk_route("ns", "aaa", Some("2026-06-01T00:00:00Z"), &rules);
-    for routes in [vec![older.clone(), newer.clone()], vec![newer.clone(), older.clone()]] {
+    for routes in [
+        vec![older.clone(), newer.clone()],
+        vec![newer.clone(), older.clone()],
+    ] {
         let snap = compile(&mk_resources(routes), None);
-        assert_eq!(route_of(&snap, &Req { line: "GET a.example.com /x", headers: &[] }), "ns/zzz#0");
+        assert_eq!(
+            route_of(
+                &snap,
+                &Req {
+                    line: "GET a.example.com /x",
+                    headers: &[]
+                }
+            ),
+            "ns/zzz#0"
+        );
         assert_eq!(snap.problems.len(), 1);
         let p = &snap.problems[0];
         assert_eq!(p.object.name, "aaa");
@@ -269,8 +337,8 @@ fn one_bad_route_is_rejected_alone_with_field_paths() {
         ("rules: [{backends: [{address: 'nope'}]}]", "spec.rules[0].backends[0].address", "host:port"),
         ("rules: [{backends: [{address: 'http://a:80/'}]}]", "spec.rules[0].backends[0].address", "host:port"),
         ("rules: [{backends: [{}]}]", "spec.rules[0].backends[0]", "exactly one of address and service"),
-        (&format!("rules: [{{filters: {{redirect: {{statusCode: 200}}}}}}]"), "spec.rules[0].filters.redirect.statusCode", "301, 302"),
-        (&format!("rules: [{{filters: {{redirect: {{scheme: ftp}}}}}}]"), "spec.rules[0].filters.redirect.scheme", "http or https"),
+        ("rules: [{filters: {redirect: {statusCode: 200}}}]", "spec.rules[0].filters.redirect.statusCode", "301, 302"),
+        ("rules: [{filters: {redirect: {scheme: ftp}}}]", "spec.rules[0].filters.redirect.scheme", "http or https"),
         (&format!("rules: [{{filters: {{redirect: {{}}}}, {B}}}]"), "spec.rules[0].backends", "no backends"),
         (&format!("rules: [{{filters: {{urlRewrite: {{path: {{}}}}}}, {B}}}]"), "spec.rules[0].filters.urlRewrite.path", "exactly one"),
         (&format!("rules: [{{matches: [{{path: {{type: Exact, value: /a}}}}], filters: {{urlRewrite: {{path: {{replacePrefixMatch: /b}}}}}}, {B}}}]"), "spec.rules[0].filters.urlRewrite.path.replacePrefixMatch", "PathPrefix"),
@@ -280,48 +348,108 @@ fn one_bad_route_is_rejected_alone_with_field_paths() {
     for (yaml, field, text) in cases {
         let bad = mk_route("ns", "bad", None, yaml);
         let snap = compile(&mk_resources(vec![good.clone(), bad]), None);
-        let problem = snap.problems.iter().find(|p| p.field == *field).unwrap_or_else(|| {
-            panic!("no problem at {field} for {yaml}; got {:?}", snap.problems)
-        });
-        assert!(problem.message.contains(text), "{field}: {:?} lacks {text:?}", problem.message);
+        let problem = snap
+            .problems
+            .iter()
+            .find(|p| p.field == *field)
+            .unwrap_or_else(|| panic!("no problem at {field} for {yaml}; got {:?}", snap.problems));
+        assert!(
+            problem.message.contains(text),
+            "{field}: {:?} lacks {text:?}",
+            problem.message
+        );
         assert_eq!(problem.object.name, "bad");
         assert!(problem.rejects());
-        assert!(snap.routes.contains_key(&good.meta.key()), "the good route keeps serving");
-        assert!(!snap.routes.keys().any(|k| k.name == "bad"), "{yaml} should be rejected");
+        assert!(
+            snap.routes.contains_key(&good.meta.key()),
+            "the good route keeps serving"
+        );
+        assert!(
+            !snap.routes.keys().any(|k| k.name == "bad"),
+            "{yaml} should be rejected"
+        );
     }
 }
 
 #[test]
 fn a_rejected_edit_keeps_the_previous_version() {
-    let v1 = mk_route("ns", "r", None, &format!("rules: [{{matches: [{{path: {{value: /v1}}}}], {B}}}]"));
-    let v2 = mk_route("ns", "r", None, "rules: [{matches: [{path: {value: v2}}], backends: []}]");
+    let v1 = mk_route(
+        "ns",
+        "r",
+        None,
+        &format!("rules: [{{matches: [{{path: {{value: /v1}}}}], {B}}}]"),
+    );
+    let v2 = mk_route(
+        "ns",
+        "r",
+        None,
+        "rules: [{matches: [{path: {value: v2}}], backends: []}]",
+    );
     let first = compile(&mk_resources(vec![v1]), None);
     let second = compile(&mk_resources(vec![v2.clone()]), Some(&first));
-    assert_eq!(route_of(&second, &Req { line: "GET h /v1", headers: &[] }), "ns/r#0");
+    assert_eq!(
+        route_of(
+            &second,
+            &Req {
+                line: "GET h /v1",
+                headers: &[]
+            }
+        ),
+        "ns/r#0"
+    );
     assert!(second.problems.iter().any(Problem::rejects));
     // Without a previous good version, nothing serves.
     let alone = compile(&mk_resources(vec![v2]), None);
-    assert_eq!(route_of(&alone, &Req { line: "GET h /v1", headers: &[] }), "404");
+    assert_eq!(
+        route_of(
+            &alone,
+            &Req {
+                line: "GET h /v1",
+                headers: &[]
+            }
+        ),
+        "404"
+    );
 }
 
 #[test]
 fn unresolved_services_are_served_with_503_and_reported() {
-    let route = mk_route("ns", "svc", None, "rules: [{backends: [{service: {name: users, port: 80}}]}]");
+    let route = mk_route(
+        "ns",
+        "svc",
+        None,
+        "rules: [{backends: [{service: {name: users, port: 80}}]}]",
+    );
     let mut resources = mk_resources(vec![route]);
     let snap = compile(&resources, None);
     assert_eq!(snap.problems.len(), 1);
     assert_eq!(snap.problems[0].reason, Reason::BackendNotFound);
     assert_eq!(snap.problems[0].field, "spec.rules[0].backends[0].service");
     assert!(!snap.problems[0].rejects());
-    assert_eq!(route_of(&snap, &Req { line: "GET h /", headers: &[] }), "ns/svc#0");
+    assert_eq!(
+        route_of(
+            &snap,
+            &Req {
+                line: "GET h /",
+                headers: &[]
+            }
+        ),
+        "ns/svc#0"
+    );
 
     resources.services.insert(
-        ObjectKey { namespace: "ns".into(), name: "users".into() },
+        ObjectKey {
+            namespace: "ns".into(),
+            name: "users".into(),
+        },
         config::ServiceEndpoints {
             ports: vec![config::ServicePort {
                 name: Some("http".into()),
                 port: 80,
-                endpoints: vec!["10.0.0.1:8080".parse().unwrap(), "10.0.0.2:8080".parse().unwrap()],
+                endpoints: vec![
+                    "10.0.0.1:8080".parse().unwrap(),
+                    "10.0.0.2:8080".parse().unwrap(),
+                ],
             }],
         },
     );
@@ -346,5 +474,8 @@ fn compile_is_deterministic() {
     let a = compile(&mk_resources(routes), None);
     let b = compile(&mk_resources(reversed), None);
     assert_eq!(a.problems, b.problems);
-    assert_eq!(a.routes.keys().collect::<Vec<_>>(), b.routes.keys().collect::<Vec<_>>());
+    assert_eq!(
+        a.routes.keys().collect::<Vec<_>>(),
+        b.routes.keys().collect::<Vec<_>>()
+    );
 }

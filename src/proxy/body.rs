@@ -14,7 +14,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 pub fn full(data: impl Into<Bytes>) -> ProxyBody {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty() -> ProxyBody {
@@ -31,7 +33,11 @@ pub struct Observed<B: Body, F: FnOnce(u64, bool)> {
 
 impl<B: Body, F: FnOnce(u64, bool)> Observed<B, F> {
     pub fn new(inner: B, on_end: F) -> Self {
-        Observed { inner, bytes: 0, on_end: Some(on_end) }
+        Observed {
+            inner,
+            bytes: 0,
+            on_end: Some(on_end),
+        }
     }
 
     fn finish(&mut self, complete: bool) {

@@ -47,7 +47,10 @@ pub(super) struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Activity { epoch: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) }
+        Activity {
+            epoch: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     fn touch(&self) {
@@ -117,8 +120,14 @@ pub async fn serve(
 
     drop(conns_rx);
     tracing::info!(open = conns_tx.receiver_count(), "draining connections");
-    if tokio::time::timeout(drain, conns_tx.closed()).await.is_err() {
-        tracing::warn!(open = conns_tx.receiver_count(), "drain period over, closing the rest");
+    if tokio::time::timeout(drain, conns_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = conns_tx.receiver_count(),
+            "drain period over, closing the rest"
+        );
     }
 }
 
@@ -130,8 +139,14 @@ async fn serve_connection(
     mut shutdown: Shutdown,
 ) {
     let activity = Activity::new();
-    let info = Arc::new(ConnInfo { peer, activity: activity.clone() });
-    let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
+    let info = Arc::new(ConnInfo {
+        peer,
+        activity: activity.clone(),
+    });
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        activity: activity.clone(),
+    });
     let idle_timeout = proxy.limits.idle_timeout;
     proxy.metrics.open_connections.inc();
     let metrics = proxy.metrics.clone();

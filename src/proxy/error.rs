@@ -51,7 +51,10 @@ impl GatewayError {
     /// True when the connection must not be reused after this answer, because the rest of
     /// the request's bytes cannot be trusted to frame the next one.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, GatewayError::BadRequest(_) | GatewayError::BodyTooLarge(_))
+        matches!(
+            self,
+            GatewayError::BadRequest(_) | GatewayError::BodyTooLarge(_)
+        )
     }
 
     pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
@@ -64,7 +67,10 @@ impl GatewayError {
         let mut resp = Response::new(full(body.to_string()));
         *resp.status_mut() = self.status();
         let headers = resp.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert(super::headers::X_REQUEST_ID, request_id.clone());
         if self.closes_connection() {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -73,9 +73,15 @@ fn observe(proxy: &Arc<Proxy>, resp: Response<ProxyBody>, ex: Exchange) -> Respo
             let elapsed = ex.start.elapsed();
             let m = &proxy.metrics;
             m.requests
-                .with_label_values(&[route, metrics::method_label(&ex.method), metrics::status_class(status)])
+                .with_label_values(&[
+                    route,
+                    metrics::method_label(&ex.method),
+                    metrics::status_class(status),
+                ])
                 .inc();
-            m.request_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+            m.request_duration
+                .with_label_values(&[route])
+                .observe(elapsed.as_secs_f64());
             if proxy.access_log {
                 tracing::info!(
                     target: "access",
@@ -136,14 +142,24 @@ async fn route_and_forward(
             query: query.as_deref(),
         };
         let found = snapshot.router.lookup(&view).ok_or(GatewayError::NoRoute)?;
-        (found.action.clone(), found.matched_prefix.map(str::to_owned))
+        (
+            found.action.clone(),
+            found.matched_prefix.map(str::to_owned),
+        )
     };
     ex.route = Some(action.route.clone());
 
     // Phase 4: the action.
     let forward = match &action.kind {
         ActionKind::Redirect(r) => {
-            return Ok(redirect(r, &req, &host, &canonical, query.as_deref(), matched_prefix.as_deref()))
+            return Ok(redirect(
+                r,
+                &req,
+                &host,
+                &canonical,
+                query.as_deref(),
+                matched_prefix.as_deref(),
+            ))
         }
         ActionKind::Forward(f) => f,
     };
@@ -173,12 +189,15 @@ async fn route_and_forward(
     parts.headers.insert(X_REQUEST_ID, ex.request_id.clone());
     let upstream_host = match &forward.rewrite_host {
         Some(h) => h.clone(),
-        None => HeaderValue::from_str(&raw_host).map_err(|_| GatewayError::BadRequest("invalid Host"))?,
+        None => HeaderValue::from_str(&raw_host)
+            .map_err(|_| GatewayError::BadRequest("invalid Host"))?,
     };
     parts.headers.insert(header::HOST, upstream_host);
     action.request_headers.apply(&mut parts.headers);
     if let Some(proto) = &upgrade {
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, proto.clone());
     }
     parts.uri = upstream_uri(&endpoint, &new_path, query.as_deref())?;
@@ -199,9 +218,17 @@ async fn route_and_forward(
     // Phase 5: the response.
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let (Some(on_client), Some(_)) = (on_client_upgrade, &upgrade) {
-            return Ok(tunnel(resp, on_client, conn, proxy.limits.idle_timeout, &action));
+            return Ok(tunnel(
+                resp,
+                on_client,
+                conn,
+                proxy.limits.idle_timeout,
+                &action,
+            ));
         }
-        return Err(GatewayError::BackendFailed("unrequested protocol switch".into()));
+        return Err(GatewayError::BackendFailed(
+            "unrequested protocol switch".into(),
+        ));
     }
     headers::strip_hop_by_hop(resp.headers_mut());
     action.response_headers.apply(resp.headers_mut());
@@ -221,7 +248,9 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), GatewayError> {
     let te_count = te.iter().count();
     let cl_count = cl.iter().count();
     if te_count > 0 && cl_count > 0 {
-        return Err(GatewayError::BadRequest("both Content-Length and Transfer-Encoding"));
+        return Err(GatewayError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
     }
     if cl_count > 1 {
         return Err(GatewayError::BadRequest("repeated Content-Length"));
@@ -244,7 +273,12 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), GatewayError> {
 }
 
 fn content_length(req: &Request<Incoming>) -> Option<u64> {
-    req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The host a request is for: the authority of an absolute-form or HTTP/2 target, else
@@ -280,7 +314,11 @@ fn rewrite_path(rw: &routing::PathRewrite, path: &str, matched_prefix: Option<&s
         routing::PathRewrite::Full(p) => p.clone(),
         routing::PathRewrite::Prefix(replacement) => {
             let prefix = matched_prefix.unwrap_or("/");
-            let rest = if prefix == "/" { path } else { &path[prefix.len()..] };
+            let rest = if prefix == "/" {
+                path
+            } else {
+                &path[prefix.len()..]
+            };
             match (replacement.ends_with('/'), rest.starts_with('/')) {
                 (true, true) => format!("{}{}", replacement, &rest[1..]),
                 (false, false) if !rest.is_empty() => format!("{replacement}/{rest}"),
@@ -290,10 +328,16 @@ fn rewrite_path(rw: &routing::PathRewrite, path: &str, matched_prefix: Option<&s
     };
     // Replacements are canonical and so is the rest of the path, so this only merges
     // what the join produced; it cannot fail on canonical parts.
-    path::canonicalize(&rewritten).map(Cow::into_owned).unwrap_or(rewritten)
+    path::canonicalize(&rewritten)
+        .map(Cow::into_owned)
+        .unwrap_or(rewritten)
 }
 
-fn upstream_uri(endpoint: &uri::Authority, path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
+fn upstream_uri(
+    endpoint: &uri::Authority,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Uri, GatewayError> {
     let pq = match query {
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
@@ -320,7 +364,11 @@ fn upstream_error(
         source = e.source();
     }
     if err.is_connect() {
-        proxy.metrics.upstream_connect_errors.with_label_values(&[backend]).inc();
+        proxy
+            .metrics
+            .upstream_connect_errors
+            .with_label_values(&[backend])
+            .inc();
     }
     let mut text = err.to_string();
     if let Some(cause) = std::error::Error::source(&err) {
@@ -351,7 +399,11 @@ fn redirect(
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.rsplit_once(':'))
         .and_then(|(_, p)| p.parse::<u16>().ok());
-    let port = r.port.or(if r.scheme.is_some() { None } else { request_port });
+    let port = r.port.or(if r.scheme.is_some() {
+        None
+    } else {
+        request_port
+    });
     let default_port = if scheme == "https" { 443 } else { 80 };
     let mut location = format!("{scheme}://{host}");
     if let Some(p) = port.filter(|p| *p != default_port) {
@@ -413,7 +465,9 @@ fn tunnel(
     let upgrade = parts.headers.get(header::UPGRADE).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
     action.response_headers.apply(&mut parts.headers);
-    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     if let Some(u) = upgrade {
         parts.headers.insert(header::UPGRADE, u);
     }
@@ -427,7 +481,11 @@ mod tests {
     #[test]
     fn prefix_rewrites() {
         let rw = |repl: &str, path: &str, prefix: &str| {
-            rewrite_path(&routing::PathRewrite::Prefix(repl.into()), path, Some(prefix))
+            rewrite_path(
+                &routing::PathRewrite::Prefix(repl.into()),
+                path,
+                Some(prefix),
+            )
         };
         assert_eq!(rw("/v2", "/api/users", "/api"), "/v2/users");
         assert_eq!(rw("/v2", "/api", "/api"), "/v2");

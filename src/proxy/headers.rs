@@ -45,7 +45,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
             HeaderName::from_bytes(token.as_bytes()).ok()
         })
         .collect();
-    let upgrade = headers.get(header::UPGRADE).cloned().filter(|_| upgrade_requested);
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .cloned()
+        .filter(|_| upgrade_requested);
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
@@ -87,12 +90,16 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
         let b = v.as_bytes();
         if !b.is_empty()
             && b.len() <= 128
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
         {
             return v.clone();
         }
     }
-    let id = match headers.get(&TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes())) {
+    let id = match headers
+        .get(&TRACEPARENT)
+        .and_then(|v| parse_traceparent(v.as_bytes()))
+    {
         Some(trace_id) => trace_id.to_string(),
         None => format!("{:032x}", fastrand::u128(1..)),
     };
@@ -114,7 +121,10 @@ pub fn ensure_traceparent(headers: &mut HeaderMap, request_id: &HeaderValue) {
         _ => format!("{:032x}", fastrand::u128(1..)),
     };
     let value = format!("00-{trace_id}-{:016x}-01", fastrand::u64(1..));
-    headers.insert(TRACEPARENT, HeaderValue::from_str(&value).expect("hex is a valid value"));
+    headers.insert(
+        TRACEPARENT,
+        HeaderValue::from_str(&value).expect("hex is a valid value"),
+    );
 }
 
 /// Returns the trace id of a well-formed version-00 `traceparent`.
@@ -174,7 +184,10 @@ mod tests {
         h.append(X_FORWARDED_FOR, "2.2.2.2".parse().unwrap());
         h.insert(X_FORWARDED_PROTO, "https".parse().unwrap());
         set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), "http", "a.example.com");
-        assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "1.1.1.1, 2.2.2.2, 10.0.0.9");
+        assert_eq!(
+            h.get(X_FORWARDED_FOR).unwrap(),
+            "1.1.1.1, 2.2.2.2, 10.0.0.9"
+        );
         assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "http");
         assert_eq!(h.get(X_FORWARDED_HOST).unwrap(), "a.example.com");
     }
@@ -206,12 +219,20 @@ mod tests {
         assert_eq!(h.get(TRACESTATE).unwrap(), "v=1");
 
         let mut h = HeaderMap::new();
-        h.insert(TRACEPARENT, "00-00000000000000000000000000000000-00f067aa0ba902b7-01".parse().unwrap());
+        h.insert(
+            TRACEPARENT,
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
         h.insert(TRACESTATE, "v=1".parse().unwrap());
         let id: HeaderValue = "4bf92f3577b34da6a3ce929d0e0e4736".parse().unwrap();
         ensure_traceparent(&mut h, &id);
         let new = h.get(TRACEPARENT).unwrap().to_str().unwrap();
-        assert!(new.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{new}");
+        assert!(
+            new.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{new}"
+        );
         assert!(parse_traceparent(new.as_bytes()).is_some());
         assert!(h.get(TRACESTATE).is_none());
     }

@@ -88,7 +88,13 @@ impl Proxy {
             // first avoids sending a request on a connection the backend just dropped.
             .pool_idle_timeout(Duration::from_secs(50))
             .build(connector);
-        Arc::new(Proxy { snapshot, client, metrics, limits, access_log })
+        Arc::new(Proxy {
+            snapshot,
+            client,
+            metrics,
+            limits,
+            access_log,
+        })
     }
 
     pub fn limits(&self) -> &Limits {

@@ -118,7 +118,10 @@ impl BackendSet {
                 sum
             })
             .collect();
-        BackendSet { backends, cumulative }
+        BackendSet {
+            backends,
+            cumulative,
+        }
     }
 
     pub fn backends(&self) -> &[Backend] {
@@ -139,14 +142,21 @@ impl BackendSet {
             let i = self.cumulative.partition_point(|&c| c <= draw);
             &self.backends[i]
         };
-        Some(Pick { backend, endpoint: backend.next_endpoint() })
+        Some(Pick {
+            backend,
+            endpoint: backend.next_endpoint(),
+        })
     }
 }
 
 // === impl Backend ===
 
 impl Backend {
-    pub fn new(name: impl Into<Arc<str>>, weight: u32, endpoints: Vec<http::uri::Authority>) -> Self {
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        weight: u32,
+        endpoints: Vec<http::uri::Authority>,
+    ) -> Self {
         Backend {
             name: name.into(),
             weight,
@@ -174,11 +184,17 @@ mod tests {
 
     #[test]
     fn weighted_pick_follows_weights() {
-        let set = BackendSet::new(vec![mk_backend("a", 1), mk_backend("b", 3), mk_backend("z", 0)]);
+        let set = BackendSet::new(vec![
+            mk_backend("a", 1),
+            mk_backend("b", 3),
+            mk_backend("z", 0),
+        ]);
         let mut counts = std::collections::HashMap::new();
         let n = 40_000;
         for _ in 0..n {
-            *counts.entry(set.pick().unwrap().backend.name.clone()).or_insert(0u32) += 1;
+            *counts
+                .entry(set.pick().unwrap().backend.name.clone())
+                .or_insert(0u32) += 1;
         }
         let b = f64::from(counts["b"]) / f64::from(n);
         assert!((b - 0.75).abs() < 0.02, "b got {b}");
@@ -194,7 +210,9 @@ mod tests {
     #[test]
     fn endpoints_are_used_in_turn() {
         let b = Backend::new("s", 1, vec!["a:1".parse().unwrap(), "b:1".parse().unwrap()]);
-        let picks: Vec<_> = (0..4).map(|_| b.next_endpoint().unwrap().to_string()).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|_| b.next_endpoint().unwrap().to_string())
+            .collect();
         assert_eq!(picks, ["a:1", "b:1", "a:1", "b:1"]);
     }
 }

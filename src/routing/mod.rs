@@ -58,6 +58,11 @@ struct HostTable {
     exact: HashMap<Box<str>, Vec<Entry>>,
     /// In precedence order.
     regex: Vec<(Regex, Vec<Entry>)>,
+    /// Indices into `regex` (ascending, so in precedence order) of the patterns that can
+    /// only match below one literal first segment, keyed by that segment.
+    regex_by_segment: HashMap<Box<str>, Vec<usize>>,
+    /// Indices of the other patterns, which every path must be tried against.
+    regex_unkeyed: Vec<usize>,
     prefix: PrefixNode,
 }
 
@@ -139,15 +144,25 @@ impl Router {
                 let table = router.table_mut(host.as_deref());
                 let entry = Entry {
                     method: spec.method.clone(),
-                    headers: spec.headers.iter().map(|(n, c)| (n.clone(), c.clone())).collect(),
-                    query: spec.query.iter().map(|(n, c)| (n.clone(), c.clone())).collect(),
+                    headers: spec
+                        .headers
+                        .iter()
+                        .map(|(n, c)| (n.clone(), c.clone()))
+                        .collect(),
+                    query: spec
+                        .query
+                        .iter()
+                        .map(|(n, c)| (n.clone(), c.clone()))
+                        .collect(),
                     action: spec.action.clone(),
                     order: spec.order.clone(),
                 };
                 match &spec.path {
-                    PathCond::Exact(p) => {
-                        table.exact.entry(p.as_str().into()).or_default().push(entry)
-                    }
+                    PathCond::Exact(p) => table
+                        .exact
+                        .entry(p.as_str().into())
+                        .or_default()
+                        .push(entry),
                     PathCond::Prefix(p) => table.prefix.insert(p, entry),
                     PathCond::Regex(re) => table.regex.push((re.clone(), vec![entry])),
                 }
@@ -170,8 +185,10 @@ impl Router {
                 if i == 0 {
                     continue;
                 }
-                if let Some(found) =
-                    self.wildcard_hosts.get(&host[i..]).and_then(|t| t.lookup(req))
+                if let Some(found) = self
+                    .wildcard_hosts
+                    .get(&host[i..])
+                    .and_then(|t| t.lookup(req))
                 {
                     return Some(found);
                 }
@@ -230,13 +247,25 @@ impl HostTable {
     fn lookup<'a>(&'a self, req: &RequestView<'_>) -> Option<RouteMatch<'a>> {
         if let Some(entries) = self.exact.get(req.path) {
             if let Some(e) = first_match(entries, req) {
-                return Some(RouteMatch { action: &e.action, matched_prefix: None });
+                return Some(RouteMatch {
+                    action: &e.action,
+                    matched_prefix: None,
+                });
             }
         }
-        for (re, entries) in &self.regex {
-            if re.is_match(req.path) {
-                if let Some(e) = first_match(entries, req) {
-                    return Some(RouteMatch { action: &e.action, matched_prefix: None });
+        if !self.regex.is_empty() {
+            let keyed = first_segment(req.path)
+                .and_then(|seg| self.regex_by_segment.get(seg))
+                .map_or(&[][..], Vec::as_slice);
+            for i in merge_ascending(keyed, &self.regex_unkeyed) {
+                let (re, entries) = &self.regex[i];
+                if re.is_match(req.path) {
+                    if let Some(e) = first_match(entries, req) {
+                        return Some(RouteMatch {
+                            action: &e.action,
+                            matched_prefix: None,
+                        });
+                    }
                 }
             }
         }
@@ -269,8 +298,64 @@ impl HostTable {
                 .then_with(|| ea[0].order.cmp(&eb[0].order))
                 .then_with(|| ra.as_str().cmp(rb.as_str()))
         });
+        for (i, (re, _)) in self.regex.iter().enumerate() {
+            match literal_first_segment(re.as_str()) {
+                Some(seg) => self.regex_by_segment.entry(seg.into()).or_default().push(i),
+                None => self.regex_unkeyed.push(i),
+            }
+        }
         self.prefix.sort();
     }
+}
+
+/// The first segment of a path that has a second one: `/a/b` gives `a`, `/a` nothing.
+fn first_segment(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix('/')?;
+    rest.find('/').map(|end| &rest[..end])
+}
+
+/// For a compiled pattern `^(?:/seg/...)$` whose first segment is plain literal text,
+/// that segment: every path it matches starts with `/seg/`. `None` when that cannot be
+/// proven by a simple scan (alternation, flags, escapes, a quantified character).
+fn literal_first_segment(compiled: &str) -> Option<&str> {
+    let pattern = compiled.strip_prefix("^(?:")?.strip_suffix(")$")?;
+    if pattern.contains('|') {
+        return None;
+    }
+    let rest = pattern.strip_prefix('/')?;
+    let end = rest.find('/')?;
+    let seg = &rest[..end];
+    let is_meta = |c: char| "\\.+*?()|[]{}^$".contains(c);
+    // The segment and the slash after it must be literal, and the slash must not be
+    // made optional by a quantifier right behind it.
+    let after = rest[end + 1..].chars().next();
+    if seg.is_empty() || seg.contains(is_meta) || matches!(after, Some('?' | '*' | '{')) {
+        return None;
+    }
+    Some(seg)
+}
+
+/// Merges two ascending index lists.
+fn merge_ascending<'a>(a: &'a [usize], b: &'a [usize]) -> impl Iterator<Item = usize> + 'a {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) if x < y => {
+                i += 1;
+                x
+            }
+            (_, Some(&y)) => {
+                j += 1;
+                y
+            }
+            (Some(&x), None) => {
+                i += 1;
+                x
+            }
+            (None, None) => return None,
+        };
+        Some(next)
+    })
 }
 
 fn first_match<'a>(entries: &'a [Entry], req: &RequestView<'_>) -> Option<&'a Entry> {
@@ -322,8 +407,13 @@ impl Entry {
                 return false;
             }
         }
-        self.headers.iter().all(|(name, cond)| header_matches(req.headers, name, cond))
-            && self.query.iter().all(|(name, cond)| query_matches(req.query, name, cond))
+        self.headers
+            .iter()
+            .all(|(name, cond)| header_matches(req.headers, name, cond))
+            && self
+                .query
+                .iter()
+                .all(|(name, cond)| query_matches(req.query, name, cond))
     }
 }
 
@@ -406,5 +496,31 @@ impl Ord for EntryOrder {
 impl PartialOrd for EntryOrder {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_first_segments() {
+        let seg = |p: &str| literal_first_segment(&format!("^(?:{p})$")).map(str::to_string);
+        assert_eq!(seg("/users/[0-9]+").as_deref(), Some("users"));
+        assert_eq!(seg("/a/b").as_deref(), Some("a"));
+        assert_eq!(seg("/users/?x"), None);
+        assert_eq!(seg("/user.s/x"), None);
+        assert_eq!(seg("/users?/x"), None);
+        assert_eq!(seg("/a/x|/b/y"), None);
+        assert_eq!(seg("(?i)/a/x"), None);
+        assert_eq!(seg("/[a-z]+/x"), None);
+        assert_eq!(seg("/users"), None);
+        assert_eq!(seg("//x"), None);
+    }
+
+    #[test]
+    fn merge_keeps_ascending_order() {
+        let merged: Vec<_> = merge_ascending(&[1, 4, 9], &[0, 2, 10]).collect();
+        assert_eq!(merged, [0, 1, 2, 4, 9, 10]);
     }
 }

@@ -55,9 +55,7 @@ fn is_canonical(bytes: &[u8]) -> bool {
                 // "/." starts a dot segment only when followed by '/', end, or ".".
                 match bytes.get(i + 1) {
                     None | Some(b'/') => return false,
-                    Some(b'.') if matches!(bytes.get(i + 2), None | Some(b'/')) => {
-                        return false
-                    }
+                    Some(b'.') if matches!(bytes.get(i + 2), None | Some(b'/')) => return false,
                     _ => {}
                 }
             }
@@ -205,7 +203,10 @@ mod tests {
 
     #[test]
     fn canonical_input_is_not_copied() {
-        assert!(matches!(canonicalize("/api/v1/users"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(
+            canonicalize("/api/v1/users"),
+            Ok(Cow::Borrowed(_))
+        ));
     }
 
     fn path_strategy() -> impl Strategy<Value = String> {

@@ -98,7 +98,10 @@ pub fn files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
             let p = entry.path();
-            let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+            let hidden = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
             if hidden {
                 continue;
             }
@@ -147,13 +150,14 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<LoadError>> {
 
 /// Parses the documents of one file's text.
 pub fn parse_into(file: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<LoadError>) {
-    let err = |document: Option<usize>, field: Option<String>, location, message: String| LoadError {
-        file: file.to_path_buf(),
-        document,
-        field,
-        location,
-        message,
-    };
+    let err =
+        |document: Option<usize>, field: Option<String>, location, message: String| LoadError {
+            file: file.to_path_buf(),
+            document,
+            field,
+            location,
+            message,
+        };
 
     // First pass: what kind each document is. The second pass deserializes each one
     // straight from the text, so errors keep their line numbers.
@@ -161,64 +165,113 @@ pub fn parse_into(file: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec
     for doc in serde_norway::Deserializer::from_str(text) {
         match serde_norway::Value::deserialize(doc) {
             Ok(serde_norway::Value::Null) => kinds.push(None),
-            Ok(value) => kinds.push(Some(serde_norway::from_value::<Header>(value).map_err(|e| e.to_string()))),
+            Ok(value) => kinds.push(Some(
+                serde_norway::from_value::<Header>(value).map_err(|e| e.to_string()),
+            )),
             Err(e) => {
-                errors.push(err(Some(kinds.len() + 1), None, location(&e), e.to_string()));
+                errors.push(err(
+                    Some(kinds.len() + 1),
+                    None,
+                    location(&e),
+                    e.to_string(),
+                ));
                 return;
             }
         }
     }
 
-    for (i, (doc, kind)) in serde_norway::Deserializer::from_str(text).zip(kinds).enumerate() {
+    for (i, (doc, kind)) in serde_norway::Deserializer::from_str(text)
+        .zip(kinds)
+        .enumerate()
+    {
         let n = i + 1;
         let header = match kind {
             None => continue,
             Some(Ok(h)) => h,
             Some(Err(message)) => {
-                errors.push(err(Some(n), None, None, format!("not an object: {message}")));
+                errors.push(err(
+                    Some(n),
+                    None,
+                    None,
+                    format!("not an object: {message}"),
+                ));
                 continue;
             }
         };
         match header.api_version.as_deref() {
             Some(API_VERSION) => {}
             Some(other) => {
-                errors.push(err(Some(n), Some("apiVersion".into()), None, format!("{other:?} is not {API_VERSION:?}")));
+                errors.push(err(
+                    Some(n),
+                    Some("apiVersion".into()),
+                    None,
+                    format!("{other:?} is not {API_VERSION:?}"),
+                ));
                 continue;
             }
             None => {
-                errors.push(err(Some(n), Some("apiVersion".into()), None, format!("missing; write {API_VERSION}")));
+                errors.push(err(
+                    Some(n),
+                    Some("apiVersion".into()),
+                    None,
+                    format!("missing; write {API_VERSION}"),
+                ));
                 continue;
             }
         }
         match header.kind.as_deref() {
-            Some("Route") => match serde_path_to_error::deserialize::<_, Document<RouteSpec>>(doc) {
-                Ok(d) => {
-                    let key = d.metadata.key();
-                    if loaded.origins.contains_key(&key) {
+            Some("Route") => {
+                match serde_path_to_error::deserialize::<_, Document<RouteSpec>>(doc) {
+                    Ok(d) => {
+                        let key = d.metadata.key();
+                        if loaded.origins.contains_key(&key) {
+                            errors.push(err(
+                                Some(n),
+                                Some("metadata.name".into()),
+                                None,
+                                format!(
+                                    "Route {key} is defined twice; first in {}",
+                                    loaded.origins[&key]
+                                ),
+                            ));
+                            continue;
+                        }
+                        loaded.origins.insert(
+                            key,
+                            Origin {
+                                file: file.to_path_buf(),
+                                document: n,
+                            },
+                        );
+                        loaded.resources.routes.push(Resource {
+                            meta: d.metadata,
+                            spec: d.spec,
+                        });
+                    }
+                    Err(e) => {
+                        let field = e.path().to_string();
+                        let inner = e.into_inner();
                         errors.push(err(
                             Some(n),
-                            Some("metadata.name".into()),
-                            None,
-                            format!("Route {key} is defined twice; first in {}", loaded.origins[&key]),
+                            Some(field),
+                            location(&inner),
+                            strip_location(&inner),
                         ));
-                        continue;
                     }
-                    loaded.origins.insert(key, Origin { file: file.to_path_buf(), document: n });
-                    loaded.resources.routes.push(Resource { meta: d.metadata, spec: d.spec });
                 }
-                Err(e) => {
-                    let field = e.path().to_string();
-                    let inner = e.into_inner();
-                    errors.push(err(Some(n), Some(field), location(&inner), strip_location(&inner)));
-                }
-            },
+            }
             Some(other) => errors.push(err(
                 Some(n),
                 Some("kind".into()),
                 None,
                 format!("{other:?} is not a kind this gateway reads; expected Route"),
             )),
-            None => errors.push(err(Some(n), Some("kind".into()), None, "missing; write Route".into())),
+            None => errors.push(err(
+                Some(n),
+                Some("kind".into()),
+                None,
+                "missing; write Route".into(),
+            )),
         }
     }
 }
@@ -255,7 +308,12 @@ pub fn watch(
     // Watch the folder that holds a single file too: editors and ConfigMap mounts
     // replace files by renaming, which a watch on the file itself would miss.
     let (target, mode) = if path.is_file() {
-        (path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")), RecursiveMode::NonRecursive)
+        (
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+            RecursiveMode::NonRecursive,
+        )
     } else {
         (path, RecursiveMode::Recursive)
     };
@@ -305,7 +363,10 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         let e = &errors[0];
         assert_eq!(e.document, Some(2));
-        assert_eq!(e.field.as_deref(), Some("spec.rules[0].matches[0].path.type"));
+        assert_eq!(
+            e.field.as_deref(),
+            Some("spec.rules[0].matches[0].path.type")
+        );
         assert_eq!(e.location.map(|l| l.0), Some(12));
         let text = e.to_string();
         assert!(text.starts_with("routes.yaml:12:"), "{text}");
@@ -320,7 +381,10 @@ mod tests {
              apiVersion: v1\nkind: Route\nmetadata: {name: c}\n",
         )
         .unwrap_err();
-        let fields: Vec<_> = errors.iter().map(|e| (e.document, e.field.clone())).collect();
+        let fields: Vec<_> = errors
+            .iter()
+            .map(|e| (e.document, e.field.clone()))
+            .collect();
         assert_eq!(
             fields,
             [
