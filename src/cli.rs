@@ -198,6 +198,7 @@ fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
 }
 
 /// Prints every problem; exit code 1 when there is any.
+#[allow(clippy::print_stdout)] // the report is the command's output
 fn check(config: &std::path::Path) -> ExitCode {
     let loaded = match file::load(config) {
         Ok(l) => l,
@@ -239,6 +240,7 @@ async fn serve(opts: gateway::Options) -> ExitCode {
     }
 }
 
+#[allow(clippy::print_stdout)] // the instructions are the command's output
 async fn run_demo(opts: gateway::Options) -> ExitCode {
     match demo::start(opts).await {
         Ok((gw, _dir)) => {

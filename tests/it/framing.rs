@@ -72,7 +72,12 @@ async fn length_and_chunked_together_close_after_one_answer() {
         "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
     ] {
-        let out = raw(gw.addr, format!("{head}0\r\n\r\n{smuggled}").as_bytes(), WAIT).await;
+        let out = raw(
+            gw.addr,
+            format!("{head}0\r\n\r\n{smuggled}").as_bytes(),
+            WAIT,
+        )
+        .await;
         assert_eq!(statuses(&out), [200], "{out}");
         assert!(!out.contains("/smuggled"), "{out}");
         // The backend saw one chunked request with an empty body, and no length.
@@ -92,7 +97,10 @@ async fn identical_repeated_lengths_frame_one_body() {
     .await;
     assert_eq!(statuses(&out), [200, 200], "{out}");
     assert!(out.contains("\"body\":\"hello\""), "{out}");
-    assert!(out.contains("\"content-length\":[\"5\"]"), "one length reached the backend: {out}");
+    assert!(
+        out.contains("\"content-length\":[\"5\"]"),
+        "one length reached the backend: {out}"
+    );
     assert!(out.contains("\"path\":\"/b\""), "{out}");
 }
 
@@ -138,28 +146,49 @@ async fn pipelined_requests_are_answered_in_order() {
     )
     .await;
     assert_eq!(statuses(&out), [200, 200, 200], "{out}");
-    let paths: Vec<_> = ["/1", "/2", "/3"].iter().map(|p| out.find(&format!("\"path\":\"{p}\"")).unwrap()).collect();
+    let paths: Vec<_> = ["/1", "/2", "/3"]
+        .iter()
+        .map(|p| out.find(&format!("\"path\":\"{p}\"")).unwrap())
+        .collect();
     assert!(paths.windows(2).all(|w| w[0] < w[1]), "{out}");
 }
 
 #[tokio::test]
 async fn size_limits_answer_431_414_and_413() {
-    let limits = Limits { max_uri_bytes: 1024, max_headers: 20, max_header_bytes: 8192, ..Limits::default() };
+    let limits = Limits {
+        max_uri_bytes: 1024,
+        max_headers: 20,
+        max_header_bytes: 8192,
+        ..Limits::default()
+    };
     let gw = gateway(limits).await;
 
     let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(2000));
     assert_refused_or_closed(&gw, &long_uri, 414).await;
 
     let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let out = raw(gw.addr, format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(), WAIT).await;
+    let out = raw(
+        gw.addr,
+        format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
+        WAIT,
+    )
+    .await;
     assert_eq!(statuses(&out), [431], "{out}");
 
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(10_000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(10_000)
+    );
     let out = raw(gw.addr, big.as_bytes(), WAIT).await;
     assert_eq!(statuses(&out), [431], "{out}");
 
     // A declared length over the route's limit is refused before the body is read.
-    assert_refused(&gw, "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n", 413).await;
+    assert_refused(
+        &gw,
+        "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n",
+        413,
+    )
+    .await;
     let out = raw(gw.addr, b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789", WAIT).await;
     assert_eq!(statuses(&out), [200], "{out}");
     // A chunked body is cut off as soon as it passes the limit.
@@ -189,7 +218,9 @@ async fn slow_clients_are_cut_off() {
     // A head that never ends.
     let start = Instant::now();
     let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let _ = read_until_idle(&mut stream, Duration::from_secs(5)).await;
     let took = start.elapsed();
     assert!(took < Duration::from_secs(3), "closed after {took:?}");
@@ -197,9 +228,12 @@ async fn slow_clients_are_cut_off() {
     // A body that stalls after its head: the idle timeout closes it.
     let start = Instant::now();
     let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stream, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
-        .await
-        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stream,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab",
+    )
+    .await
+    .unwrap();
     let _ = read_until_idle(&mut stream, Duration::from_secs(5)).await;
     let took = start.elapsed();
     assert!(took < Duration::from_secs(3), "closed after {took:?}");

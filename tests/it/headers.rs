@@ -18,12 +18,24 @@ async fn hop_by_hop_headers_never_reach_the_backend() {
     let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
     let json: serde_json::Value = serde_json::from_str(body).unwrap();
     let headers = json["headers"].as_object().unwrap();
-    for gone in ["x-secret", "keep-alive", "proxy-connection", "proxy-authorization", "te", "upgrade"] {
-        assert!(!headers.contains_key(gone), "{gone} reached the backend: {headers:?}");
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "upgrade",
+    ] {
+        assert!(
+            !headers.contains_key(gone),
+            "{gone} reached the backend: {headers:?}"
+        );
     }
     assert_eq!(headers["x-kept"], serde_json::json!(["k"]));
     // The gateway's own connection header to the backend is about keep-alive only.
-    assert!(headers.get("connection").is_none_or(|v| !v.to_string().contains("X-Secret")));
+    assert!(headers
+        .get("connection")
+        .is_none_or(|v| !v.to_string().contains("X-Secret")));
 }
 
 #[tokio::test]
@@ -32,12 +44,23 @@ async fn forwarding_headers_describe_this_hop() {
     let gw = TestGateway::start(&route_to("r", a)).await;
     let ans = get(
         &gw.url("/"),
-        &[("host", "shop.example.com"), ("x-forwarded-for", "203.0.113.7"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "evil")],
+        &[
+            ("host", "shop.example.com"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
+        ],
     )
     .await;
-    assert_eq!(ans.echoed_header("x-forwarded-for").unwrap(), "203.0.113.7, 127.0.0.1");
+    assert_eq!(
+        ans.echoed_header("x-forwarded-for").unwrap(),
+        "203.0.113.7, 127.0.0.1"
+    );
     assert_eq!(ans.echoed_header("x-forwarded-proto").unwrap(), "http");
-    assert_eq!(ans.echoed_header("x-forwarded-host").unwrap(), "shop.example.com");
+    assert_eq!(
+        ans.echoed_header("x-forwarded-host").unwrap(),
+        "shop.example.com"
+    );
     assert_eq!(ans.echoed_header("host").unwrap(), "shop.example.com");
 }
 
@@ -65,14 +88,24 @@ async fn trace_context_is_propagated_or_started() {
     let a = echo("a").await;
     let gw = TestGateway::start(&route_to("r", a)).await;
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let ans = get(&gw.url("/"), &[("traceparent", tp), ("tracestate", "vendor=1")]).await;
+    let ans = get(
+        &gw.url("/"),
+        &[("traceparent", tp), ("tracestate", "vendor=1")],
+    )
+    .await;
     assert_eq!(ans.echoed_header("traceparent").unwrap(), tp);
     assert_eq!(ans.echoed_header("tracestate").unwrap(), "vendor=1");
-    assert_eq!(ans.header("x-request-id"), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        ans.header("x-request-id"),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
 
     let ans = get(&gw.url("/"), &[]).await;
     let started = ans.echoed_header("traceparent").unwrap();
     let id = ans.header("x-request-id");
     assert_eq!(started.len(), 55);
-    assert!(started.starts_with(&format!("00-{id}-")), "{started} should carry trace id {id}");
+    assert!(
+        started.starts_with(&format!("00-{id}-")),
+        "{started} should carry trace id {id}"
+    );
 }

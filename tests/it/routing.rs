@@ -41,7 +41,11 @@ apiVersion: portcullis.dev/v1alpha1\nkind: Route\nmetadata: {{name: fallback}}\n
         assert_eq!(ans.status, 200, "{method} {host}{path}");
         assert_eq!(ans.header("x-echo-name"), want, "{method} {host}{path}");
     }
-    for (host, path) in [("api.example.com", "/usersx"), ("other.example.com", "/users"), ("x", "/items/4x")] {
+    for (host, path) in [
+        ("api.example.com", "/usersx"),
+        ("other.example.com", "/users"),
+        ("x", "/items/4x"),
+    ] {
         let ans = get(&gw.url(path), &[("host", host)]).await;
         assert_eq!(ans.status, 404, "{host}{path}");
         assert_eq!(ans.json()["error"], "no_route");
@@ -63,7 +67,9 @@ async fn weighted_split_follows_the_weights() {
     let n = 1000;
     for _ in 0..n {
         let ans = get(&gw.url("/"), &[]).await;
-        *counts.entry(ans.header("x-echo-name").to_string()).or_default() += 1;
+        *counts
+            .entry(ans.header("x-echo-name").to_string())
+            .or_default() += 1;
     }
     // 80 % of 1000 has a standard deviation of about 13; allow five of them.
     let share_a = counts["a"];
@@ -95,7 +101,10 @@ async fn canonical_path_is_what_the_backend_sees() {
         )
         .await;
         assert!(raw.starts_with("HTTP/1.1 200"), "{sent}: {raw}");
-        assert!(raw.contains(&format!("\"path\":\"{seen}\"")), "{sent} should arrive as {seen}: {raw}");
+        assert!(
+            raw.contains(&format!("\"path\":\"{seen}\"")),
+            "{sent} should arrive as {seen}: {raw}"
+        );
     }
     // Climbing out of the prefix is resolved before routing, so it cannot reach
     // what the prefix guards.
@@ -135,7 +144,11 @@ async fn header_filters_and_rewrites() {
 "
     ))
     .await;
-    let ans = get(&gw.url("/api/users?x=1"), &[("x-set", "client"), ("x-add", "one"), ("x-drop", "1")]).await;
+    let ans = get(
+        &gw.url("/api/users?x=1"),
+        &[("x-set", "client"), ("x-add", "one"), ("x-drop", "1")],
+    )
+    .await;
     assert_eq!(ans.status, 200);
     let json = ans.json();
     assert_eq!(json["path"], "/v2/users");
@@ -204,7 +217,11 @@ async fn backend_failures_have_their_own_status_and_json() {
 "
     ))
     .await;
-    let cases = [("/down", 502, "backend_failed"), ("/none", 503, "no_endpoints"), ("/slow?delayMs=2000", 504, "timeout")];
+    let cases = [
+        ("/down", 502, "backend_failed"),
+        ("/none", 503, "no_endpoints"),
+        ("/slow?delayMs=2000", 504, "timeout"),
+    ];
     for (path, status, code) in cases {
         let ans = get(&gw.url(path), &[("x-request-id", "req-42")]).await;
         assert_eq!(ans.status, status, "{path}");
@@ -216,5 +233,10 @@ async fn backend_failures_have_their_own_status_and_json() {
     }
     let metrics = get(&format!("http://{}/metrics", gw.admin), &[]).await;
     let text = String::from_utf8_lossy(&metrics.body);
-    assert!(text.contains(&format!("portcullis_upstream_connect_errors_total{{backend=\"{down}\"}} 1")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "portcullis_upstream_connect_errors_total{{backend=\"{down}\"}} 1"
+        )),
+        "{text}"
+    );
 }

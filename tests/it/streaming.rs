@@ -15,7 +15,10 @@ async fn large_uploads_and_downloads_stream() {
 
     // 48 MiB down, counted as it arrives.
     let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
-    let resp = client.get(gw.url("/bytes/50331648").parse().unwrap()).await.unwrap();
+    let resp = client
+        .get(gw.url("/bytes/50331648").parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let mut total = 0usize;
@@ -26,13 +29,21 @@ async fn large_uploads_and_downloads_stream() {
 
     // 32 MiB up, sent in chunks while the request is already in flight.
     type Chunk = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>;
-    let chunks = futures_util::stream::iter((0..512).map(|_| -> Chunk { Ok(hyper::body::Frame::data(Bytes::from(vec![b'u'; 65536]))) }));
+    let chunks = futures_util::stream::iter(
+        (0..512).map(|_| -> Chunk { Ok(hyper::body::Frame::data(Bytes::from(vec![b'u'; 65536]))) }),
+    );
     let client = Client::builder(TokioExecutor::new()).build_http::<StreamBody<_>>();
-    let req = http::Request::post(gw.url("/upload")).body(StreamBody::new(chunks)).unwrap();
+    let req = http::Request::post(gw.url("/upload"))
+        .body(StreamBody::new(chunks))
+        .unwrap();
     let resp = client.request(req).await.unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(json["bodyBytes"], 33_554_432);
-    assert_eq!(json["headers"]["transfer-encoding"], serde_json::json!(["chunked"]));
+    assert_eq!(
+        json["headers"]["transfer-encoding"],
+        serde_json::json!(["chunked"])
+    );
 }
 
 #[tokio::test]
@@ -41,7 +52,10 @@ async fn server_sent_events_arrive_one_by_one() {
     let gw = TestGateway::start(&route_to("r", a)).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
     let start = Instant::now();
-    let resp = client.get(gw.url("/sse?count=4&intervalMs=300").parse().unwrap()).await.unwrap();
+    let resp = client
+        .get(gw.url("/sse?count=4&intervalMs=300").parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut body = resp.into_body();
     let mut arrivals = Vec::new();
@@ -55,7 +69,10 @@ async fn server_sent_events_arrive_one_by_one() {
     // Event i is produced at about i*300 ms; each must be delivered well before the next.
     for (i, (at, text)) in arrivals.iter().enumerate() {
         assert!(text.contains(&format!("event {i}")), "{text}");
-        assert!(*at < Duration::from_millis(300 * i as u64 + 250), "event {i} arrived at {at:?}");
+        assert!(
+            *at < Duration::from_millis(300 * i as u64 + 250),
+            "event {i} arrived at {at:?}"
+        );
     }
 }
 
@@ -63,11 +80,19 @@ async fn server_sent_events_arrive_one_by_one() {
 async fn websocket_tunnels_after_101() {
     let a = echo("a").await;
     let gw = TestGateway::start(&route_to("r", a)).await;
-    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr)).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 101);
     for msg in ["hello", "world"] {
-        ws.send(tokio_tungstenite::tungstenite::Message::text(msg)).await.unwrap();
-        let back = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg))
+            .await
+            .unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(back.into_text().unwrap().as_str(), msg);
     }
 }
@@ -87,7 +112,10 @@ async fn a_refused_upgrade_does_not_open_a_tunnel() {
     .await;
     assert_eq!(statuses(&out), [400, 200], "{out}");
     assert!(out.contains("\"path\":\"/second\""), "{out}");
-    assert!(out.contains("x-request-id"), "the second answer went through the gateway: {out}");
+    assert!(
+        out.contains("x-request-id"),
+        "the second answer went through the gateway: {out}"
+    );
 }
 
 #[tokio::test]
@@ -97,15 +125,22 @@ async fn h2c_prior_knowledge_clients_are_served() {
     let client = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http::<http_body_util::Full<Bytes>>();
-    let req = http::Request::get(gw.url("/h2")).header("x-a", "1").body(Default::default()).unwrap();
+    let req = http::Request::get(gw.url("/h2"))
+        .header("x-a", "1")
+        .body(Default::default())
+        .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
-    let json: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     // The backend leg is HTTP/1.1 with a Host taken from :authority.
     assert_eq!(json["version"], "HTTP/1.1");
     assert_eq!(json["path"], "/h2");
-    assert_eq!(json["headers"]["host"], serde_json::json!([gw.addr.to_string()]));
+    assert_eq!(
+        json["headers"]["host"],
+        serde_json::json!([gw.addr.to_string()])
+    );
 }
 
 #[tokio::test]
@@ -116,7 +151,10 @@ async fn a_slow_reader_does_not_make_the_gateway_buffer() {
     // instead of the gateway collecting the body in memory.
     let before = resident_kib();
     let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    stream.write_all(b"GET /bytes/67108864 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /bytes/67108864 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     let grown = resident_kib().saturating_sub(before);
     // The test process (gateway and backend included) grows by far less than the body:

@@ -53,7 +53,12 @@ impl TestGateway {
         })
         .await
         .unwrap();
-        TestGateway { addr: gw.listen_addr, admin: gw.admin_addr, gw: Some(gw), dir }
+        TestGateway {
+            addr: gw.listen_addr,
+            admin: gw.admin_addr,
+            gw: Some(gw),
+            dir,
+        }
     }
 
     pub fn config_file(&self) -> PathBuf {
@@ -87,7 +92,10 @@ impl Answer {
     }
 
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
     }
 
     /// The echo backend's view of one request header, first value.
@@ -106,7 +114,11 @@ pub async fn send(req: http::Request<Full<Bytes>>) -> Answer {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Answer { status, headers, body }
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> Answer {
