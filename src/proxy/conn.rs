@@ -1,6 +1,9 @@
 //! Accepting connections, the HTTP/1.1 and h2c server, idle detection and draining.
 
-use super::{handler, Proxy};
+use super::{
+    framing::{Heads, Tracker},
+    handler, Proxy,
+};
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -68,6 +71,8 @@ impl Activity {
 pub(super) struct ConnInfo {
     pub peer: SocketAddr,
     pub activity: Activity,
+    /// Request heads as the client sent them, for the framing check.
+    pub heads: Arc<Heads>,
 }
 
 /// Serves client connections from `listener` until `shutdown` fires, then lets open
@@ -139,13 +144,18 @@ async fn serve_connection(
     mut shutdown: Shutdown,
 ) {
     let activity = Activity::new();
+    let heads = Arc::new(Heads::default());
     let info = Arc::new(ConnInfo {
         peer,
         activity: activity.clone(),
+        heads: heads.clone(),
     });
+    let tracker = Tracker::new(proxy.limits.max_header_bytes, proxy.limits.max_headers);
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: activity.clone(),
+        tracker: Some(tracker),
+        heads,
     });
     let idle_timeout = proxy.limits.idle_timeout;
     proxy.metrics.open_connections.inc();
@@ -183,10 +193,14 @@ async fn serve_connection(
     metrics.open_connections.dec();
 }
 
-/// A client socket that records when it last moved a byte.
+/// A client socket that records when it last moved a byte and shows what it reads to
+/// the framing tracker.
 struct Tracked {
     inner: TcpStream,
     activity: Activity,
+    /// `None` once it stopped following (HTTP/2, an upgrade, input hyper refuses).
+    tracker: Option<Tracker>,
+    heads: Arc<Heads>,
 }
 
 impl AsyncRead for Tracked {
@@ -196,9 +210,16 @@ impl AsyncRead for Tracked {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            this.activity.touch();
+            if let Some(tracker) = &mut this.tracker {
+                tracker.feed(&buf.filled()[before..], &this.heads);
+                if !tracker.is_following() {
+                    this.tracker = None;
+                }
+            }
         }
         res
     }

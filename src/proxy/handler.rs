@@ -12,6 +12,7 @@ use super::{
     body::{empty, BoxError, Observed, ProxyBody},
     conn::ConnInfo,
     error::GatewayError,
+    framing::Verdict,
     headers::{self, X_REQUEST_ID},
     Proxy,
 };
@@ -108,7 +109,7 @@ async fn route_and_forward(
     mut req: Request<Incoming>,
     ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, GatewayError> {
-    check_framing(&req)?;
+    check_framing(&req, conn)?;
 
     // Phase 2: the target.
     let max_uri = proxy.limits.max_uri_bytes;
@@ -238,9 +239,13 @@ async fn route_and_forward(
 /// Refuses HTTP/1 messages whose body length is ambiguous, the root of request
 /// smuggling: both `Content-Length` and `Transfer-Encoding`, several `Content-Length`
 /// values, or a transfer coding other than a lone `chunked`.
-fn check_framing(req: &Request<Incoming>) -> Result<(), GatewayError> {
+fn check_framing(req: &Request<Incoming>, conn: &ConnInfo) -> Result<(), GatewayError> {
     if req.version() >= Version::HTTP_2 {
         return Ok(());
+    }
+    // The shapes hyper resolves before the headers reach us; see `framing`.
+    if let Verdict::Refuse(why) = conn.heads.judge(req.method(), req.uri()) {
+        return Err(GatewayError::BadRequest(why));
     }
     let h = req.headers();
     let te = h.get_all(header::TRANSFER_ENCODING);

@@ -7,6 +7,7 @@
 mod body;
 mod conn;
 mod error;
+mod framing;
 mod handler;
 pub mod headers;
 
