@@ -2,6 +2,7 @@
 
 mod support;
 
+mod binary;
 mod framing;
 mod headers;
 mod lifecycle;

@@ -1,0 +1,128 @@
+//! The `portcullis` binary itself: JSON logs, the access log, SIGTERM, and the shipped
+//! example.
+
+use crate::support::*;
+use std::{process::Stdio, time::Duration};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test]
+async fn serve_logs_json_and_drains_on_sigterm() {
+    let a = echo("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, route_to("r", a)).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--config",
+        ])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stderr = child.stderr.take().unwrap();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let next_json = async |lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>| {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+
+    let serving = loop {
+        let event = next_json(&mut lines).await;
+        if event["message"] == "serving" {
+            break event;
+        }
+    };
+    let addr = serving["listen_addr"].as_str().unwrap().to_string();
+
+    // A slow request in flight when SIGTERM arrives still gets its answer.
+    let url = format!("http://{addr}/slow?delayMs=700");
+    let in_flight = tokio::spawn(async move { get(&url, &[("x-request-id", "drain-1")]).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let ans = in_flight.await.unwrap();
+    assert_eq!(ans.status, 200);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+
+    let access = loop {
+        let event = next_json(&mut lines).await;
+        if event["target"] == "access" {
+            break event;
+        }
+    };
+    assert_eq!(access["request_id"], "drain-1");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["route"], "default/r");
+    assert_eq!(access["path"], "/slow");
+    assert_eq!(access["method"], "GET");
+    assert!(access["bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn the_shipped_example_has_no_problems() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_on_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, "apiVersion: portcullis.dev/v1alpha1\nkind: Route\nmetadata: {name: r}\nspec: {rules: [{matches: [{path: {type: Prefix, value: /}}]}]}\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("routes.yaml:4:"), "{stderr}");
+    assert!(
+        stderr.contains("document 1: spec.rules[0].matches[0].path.type: unknown variant `Prefix`"),
+        "{stderr}"
+    );
+}
