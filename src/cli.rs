@@ -37,6 +37,8 @@ enum Command {
         #[arg(long, env = "PORTCULLIS_CONFIG")]
         config: PathBuf,
     },
+    /// Print the CustomResourceDefinitions of the resources the gateway reads.
+    Crds,
     /// Run the gateway on the example configuration with built-in echo backends.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -138,6 +140,7 @@ impl Cli {
         telemetry::init(self.log_format);
         match self.command {
             Command::Check { config } => check(&config),
+            Command::Crds => print_crds(),
             Command::Serve(args) => {
                 let ServeArgs {
                     config,
@@ -195,6 +198,12 @@ fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
         b.worker_threads(n.max(1));
     }
     b.enable_all().build().expect("the tokio runtime starts")
+}
+
+#[allow(clippy::print_stdout)] // the CRDs are the command's output
+fn print_crds() -> ExitCode {
+    print!("{}", crate::k8s::api::crds_yaml());
+    ExitCode::SUCCESS
 }
 
 /// Prints every problem; exit code 1 when there is any.

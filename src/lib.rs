@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod echo;
 pub mod gateway;
+pub mod k8s;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

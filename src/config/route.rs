@@ -3,6 +3,12 @@
 use super::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// A lower-case DNS name, optionally with a leading `*.` label. The compile step checks
+/// the same, case-insensitively.
+const HOST_PATTERN: &str =
+    r"^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$";
 
 /// Routes requests for some hosts to backends, rule by rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -12,28 +18,40 @@ pub struct RouteSpec {
     /// wildcard label (`*.example.com`, which matches one or more labels). Empty means
     /// every host, at the lowest host precedence.
     #[serde(default)]
+    #[schemars(length(max = 32), inner(regex(pattern = HOST_PATTERN)))]
     pub hosts: Vec<String>,
-    /// The rules, each tried according to the precedence documented in the README.
+    /// The rules, tried in the documented precedence order.
+    #[schemars(length(min = 1, max = 64))]
     pub rules: Vec<RouteRule>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.filters) || !has(self.filters.redirect) || !has(self.backends) || size(self.backends) == 0",
+    "message": "a rule with a redirect has no backends"
+}, {
+    "rule": "(has(self.filters) && has(self.filters.redirect)) || (has(self.backends) && size(self.backends) > 0)",
+    "message": "at least one backend is required"
+}]))]
 pub struct RouteRule {
     /// Alternatives: the rule applies when any one of them matches. No entry means every
     /// request (a `/` prefix).
     #[serde(default)]
+    #[schemars(length(max = 16))]
     pub matches: Vec<RouteMatch>,
     #[serde(default)]
     pub filters: Filters,
     /// Where matching requests go. Empty is allowed only with a redirect.
     #[serde(default)]
+    #[schemars(length(max = 16))]
     pub backends: Vec<Backend>,
     #[serde(default)]
     pub timeouts: Timeouts,
     /// Largest request body accepted, in bytes; larger bodies get 413. Defaults to the
     /// listener's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_request_body_bytes: Option<u64>,
 }
 
@@ -45,18 +63,26 @@ pub struct RouteMatch {
     pub path: Option<PathMatch>,
     /// An HTTP method such as `GET`; any method when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z]+$"))]
     pub method: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub headers: Vec<ValueMatch>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub query_params: Vec<ValueMatch>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.type) && self.type == 'RegularExpression') || self.value.startsWith('/')",
+    "message": "an Exact or PathPrefix path must start with '/'"
+}]))]
 pub struct PathMatch {
     #[serde(rename = "type", default)]
     pub kind: PathMatchType,
+    #[schemars(length(min = 1, max = 1024))]
     pub value: String,
 }
 
@@ -77,6 +103,7 @@ pub enum PathMatchType {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ValueMatch {
     /// Header names compare case-insensitively, query parameter names exactly.
+    #[schemars(length(min = 1, max = 256))]
     pub name: String,
     #[serde(rename = "type", default)]
     pub kind: ValueMatchType,
@@ -140,6 +167,10 @@ pub struct UrlRewrite {
 /// Exactly one of the two fields.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.replaceFullPath) != has(self.replacePrefixMatch)",
+    "message": "set exactly one of replaceFullPath and replacePrefixMatch"
+}]))]
 pub struct PathRewrite {
     /// The new path, whatever matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,21 +185,28 @@ pub struct PathRewrite {
 pub struct Redirect {
     /// `http` or `https`; the request's scheme when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["http", "https"]))]
     pub scheme: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathRewrite>,
     /// 301, 302 (default), 303, 307 or 308.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [301, 302, 303, 307, 308]))]
     pub status_code: Option<u16>,
 }
 
 /// A destination: a static `host:port` (file mode) or a Service port (cluster mode).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.address) != has(self.service)",
+    "message": "set exactly one of address and service"
+}]))]
 pub struct Backend {
     /// `host:port` of a fixed upstream, for configurations without a cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,22 +217,39 @@ pub struct Backend {
     /// Share of the rule's traffic, relative to the other backends. Default 1; 0 sends
     /// nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1_000_000))]
     pub weight: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceRef {
+    #[schemars(length(min = 1, max = 63))]
     pub name: String,
     pub port: PortRef,
 }
 
 /// A Service port by number or by name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum PortRef {
     Number(u16),
     Name(String),
+}
+
+impl JsonSchema for PortRef {
+    fn schema_name() -> Cow<'static, str> {
+        "PortRef".into()
+    }
+
+    /// Kubernetes' int-or-string form, which a structural schema accepts.
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A Service port by number or by name.",
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{"type": "integer", "minimum": 1, "maximum": 65535}, {"type": "string"}]
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -126,3 +126,19 @@ fn serve_refuses_to_start_on_a_broken_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn checked_in_crds_match_the_types() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("crds")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/portcullis.dev.yaml");
+    let checked_in = std::fs::read_to_string(path).unwrap();
+    assert!(
+        printed == checked_in,
+        "crds/ is stale; run: cargo run -- crds > crds/portcullis.dev.yaml"
+    );
+}
