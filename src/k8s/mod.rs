@@ -5,3 +5,4 @@
 //! work on the domain types in [`crate::config`].
 
 pub mod api;
+pub mod index;
