@@ -26,6 +26,8 @@ pub struct Metrics {
     pub config_rejected_objects: IntGaugeVec,
     /// Client connections open now.
     pub open_connections: IntGauge,
+    /// Status writes to the cluster by `result`: `ok` or `error`.
+    pub status_writes: IntCounterVec,
 }
 
 impl Metrics {
@@ -73,6 +75,15 @@ impl Metrics {
         let open_connections =
             IntGauge::new("open_connections", "Client connections open now").expect("valid metric");
 
+        let status_writes = IntCounterVec::new(
+            Opts::new(
+                "status_writes_total",
+                "Status writes to the cluster by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -80,6 +91,7 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(config_rejected_objects.clone()),
             Box::new(open_connections.clone()),
+            Box::new(status_writes.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -91,6 +103,7 @@ impl Metrics {
             config_reloads,
             config_rejected_objects,
             open_connections,
+            status_writes,
         }
     }
 

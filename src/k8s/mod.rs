@@ -6,3 +6,6 @@
 
 pub mod api;
 pub mod index;
+pub mod lease;
+pub mod status;
+pub mod watch;

@@ -1,0 +1,280 @@
+//! Watch tasks: one per kind and namespace, each with backoff, feeding one index task
+//! that compiles and publishes snapshots.
+
+use super::{
+    api::Route,
+    index::{Changed, Index, RouteEntry},
+};
+use crate::{
+    compile::{self, Snapshot},
+    metrics::Metrics,
+    proxy::SharedSnapshot,
+};
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kube::{
+    runtime::{watcher, WatchStreamExt},
+    Api, Client,
+};
+use serde::de::DeserializeOwned;
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt::Debug,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tokio::sync::{mpsc, watch};
+
+/// Time to gather a burst of watch events into one compile. Short enough that a change
+/// is served well within a second; long enough that a rollout touching many slices
+/// compiles a few times, not once per slice.
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
+
+/// What the status writer needs: the snapshot and the Routes it was compiled from.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    pub snapshot: Arc<Snapshot>,
+    pub routes: Vec<RouteEntry>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Kind {
+    Route,
+    Service,
+    EndpointSlice,
+}
+
+/// One watch event, tagged with where it came from. Boxed: objects differ in size a lot.
+enum Update {
+    Route(Option<String>, Box<watcher::Event<Route>>),
+    Service(Option<String>, Box<watcher::Event<Service>>),
+    Slice(Option<String>, Box<watcher::Event<EndpointSlice>>),
+}
+
+/// Watches everything the gateway routes on, in `namespaces` (all when empty), and keeps
+/// `snapshot` current. Sets `ready` once every watch has listed its objects and the first
+/// snapshot is in place. Runs until the task is dropped.
+pub async fn run(
+    client: Client,
+    namespaces: Vec<String>,
+    snapshot: SharedSnapshot,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    compiled_tx: watch::Sender<Option<Compiled>>,
+) {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    let (tx, mut rx) = mpsc::channel(1024);
+    let mut tasks = Vec::new();
+    for scope in &scopes {
+        tasks.push(spawn_watch::<Route>(
+            &client,
+            scope.clone(),
+            tx.clone(),
+            |s, e| Update::Route(s, Box::new(e)),
+        ));
+        tasks.push(spawn_watch::<Service>(
+            &client,
+            scope.clone(),
+            tx.clone(),
+            |s, e| Update::Service(s, Box::new(e)),
+        ));
+        tasks.push(spawn_watch::<EndpointSlice>(
+            &client,
+            scope.clone(),
+            tx.clone(),
+            |s, e| Update::Slice(s, Box::new(e)),
+        ));
+    }
+    drop(tx);
+
+    let mut state = State {
+        index: Index::default(),
+        buffers: Buffers::default(),
+        synced: BTreeSet::new(),
+    };
+    let needed = scopes.len() * 3;
+    let mut dirty = false;
+    while let Some(update) = rx.recv().await {
+        dirty |= state.handle(update) == Changed::Yes;
+        // Gather the rest of a burst before compiling.
+        let deadline = tokio::time::sleep(BATCH_WINDOW);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                more = rx.recv() => match more {
+                    Some(u) => dirty |= state.handle(u) == Changed::Yes,
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        let synced = state.synced.len() == needed;
+        if synced && (dirty || !ready.load(Ordering::Acquire)) {
+            publish(&state.index, &snapshot, &metrics, &compiled_tx);
+            dirty = false;
+            if !ready.swap(true, Ordering::AcqRel) {
+                tracing::info!("caches synced; serving the cluster's routes");
+            }
+        }
+    }
+    for t in tasks {
+        t.abort();
+    }
+}
+
+fn publish(
+    index: &Index,
+    snapshot: &SharedSnapshot,
+    metrics: &Metrics,
+    compiled_tx: &watch::Sender<Option<Compiled>>,
+) {
+    let previous = snapshot.load_full();
+    let next = Arc::new(compile::compile(&index.resources(), Some(&previous)));
+    for p in next.problems.iter() {
+        tracing::debug!(object = %p.object, field = %p.field, reason = ?p.reason, "{}", p.message);
+    }
+    let rejected: BTreeSet<_> = next.rejections().map(|p| &p.object).collect();
+    metrics
+        .config_rejected_objects
+        .with_label_values(&["Route"])
+        .set(rejected.len() as i64);
+    metrics
+        .config_reloads
+        .with_label_values(&["accepted"])
+        .inc();
+    tracing::info!(
+        routes = next.routes.len(),
+        rejected = rejected.len(),
+        "configuration accepted"
+    );
+    snapshot.store(next.clone());
+    let routes = index.routes().cloned().collect();
+    let _ = compiled_tx.send(Some(Compiled {
+        snapshot: next,
+        routes,
+    }));
+}
+
+fn spawn_watch<K>(
+    client: &Client,
+    scope: Option<String>,
+    tx: mpsc::Sender<Update>,
+    wrap: fn(Option<String>, watcher::Event<K>) -> Update,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<K> = match &scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let kind = K::kind(&());
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    tokio::spawn(forward(stream, scope, tx, wrap, kind.into_owned()))
+}
+
+async fn forward<K>(
+    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    scope: Option<String>,
+    tx: mpsc::Sender<Update>,
+    wrap: fn(Option<String>, watcher::Event<K>) -> Update,
+    kind: String,
+) {
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(event) => {
+                if tx.send(wrap(scope.clone(), event)).await.is_err() {
+                    return;
+                }
+            }
+            // The backoff wrapper retries; the last snapshot keeps serving meanwhile.
+            Err(error) => {
+                tracing::warn!(%kind, namespace = ?scope, %error, "watch failed; retrying")
+            }
+        }
+    }
+}
+
+/// Objects listed since a watch (re)started, applied together when the list is done.
+#[derive(Default)]
+struct Buffers {
+    routes: HashMap<Option<String>, Vec<Route>>,
+    services: HashMap<Option<String>, Vec<Service>>,
+    slices: HashMap<Option<String>, Vec<EndpointSlice>>,
+}
+
+struct State {
+    index: Index,
+    buffers: Buffers,
+    synced: BTreeSet<(Kind, Option<String>)>,
+}
+
+impl State {
+    fn handle(&mut self, update: Update) -> Changed {
+        use watcher::Event::*;
+        let idx = &mut self.index;
+        match update {
+            Update::Route(scope, ev) => match *ev {
+                Apply(o) => idx.apply_route(&o),
+                Delete(o) => idx.delete_route(&o),
+                Init => buffer(&mut self.buffers.routes, scope, None),
+                InitApply(o) => buffer(&mut self.buffers.routes, scope, Some(o)),
+                InitDone => {
+                    let objs = self.buffers.routes.remove(&scope).unwrap_or_default();
+                    self.synced.insert((Kind::Route, scope.clone()));
+                    idx.reset_routes(scope.as_deref(), &objs)
+                }
+            },
+            Update::Service(scope, ev) => match *ev {
+                Apply(o) => idx.apply_service(&o),
+                Delete(o) => idx.delete_service(&o),
+                Init => buffer(&mut self.buffers.services, scope, None),
+                InitApply(o) => buffer(&mut self.buffers.services, scope, Some(o)),
+                InitDone => {
+                    let objs = self.buffers.services.remove(&scope).unwrap_or_default();
+                    self.synced.insert((Kind::Service, scope.clone()));
+                    idx.reset_services(scope.as_deref(), &objs)
+                }
+            },
+            Update::Slice(scope, ev) => match *ev {
+                Apply(o) => idx.apply_slice(&o),
+                Delete(o) => idx.delete_slice(&o),
+                Init => buffer(&mut self.buffers.slices, scope, None),
+                InitApply(o) => buffer(&mut self.buffers.slices, scope, Some(o)),
+                InitDone => {
+                    let objs = self.buffers.slices.remove(&scope).unwrap_or_default();
+                    self.synced.insert((Kind::EndpointSlice, scope.clone()));
+                    idx.reset_slices(scope.as_deref(), &objs)
+                }
+            },
+        }
+    }
+}
+
+/// `None` starts a fresh buffer (a watch restart); `Some` adds to it.
+fn buffer<K>(
+    buffers: &mut HashMap<Option<String>, Vec<K>>,
+    scope: Option<String>,
+    obj: Option<K>,
+) -> Changed {
+    let list = buffers.entry(scope).or_default();
+    match obj {
+        None => list.clear(),
+        Some(o) => list.push(o),
+    }
+    Changed::No
+}
