@@ -59,9 +59,26 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct ServeArgs {
-    /// A YAML file or a folder of them.
-    #[arg(long, env = "PORTCULLIS_CONFIG")]
-    config: PathBuf,
+    /// Serve from a YAML file or a folder of them.
+    #[arg(
+        long,
+        env = "PORTCULLIS_CONFIG",
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
+    config: Option<PathBuf>,
+    /// Serve from the cluster: the in-cluster configuration, or KUBECONFIG.
+    #[arg(long)]
+    kube: bool,
+    /// With --kube, watch only this namespace (repeatable); all namespaces by default.
+    #[arg(long = "namespace", requires = "kube")]
+    namespaces: Vec<String>,
+    /// With --kube, the namespace of the Lease that elects the status writer.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// With --kube, the name of that Lease.
+    #[arg(long, default_value = "portcullis-status")]
+    lease_name: String,
     /// Address for traffic.
     #[arg(long, default_value = "0.0.0.0:8080", env = "PORTCULLIS_LISTEN")]
     listen: SocketAddr,
@@ -144,6 +161,10 @@ impl Cli {
             Command::Serve(args) => {
                 let ServeArgs {
                     config,
+                    kube,
+                    namespaces,
+                    lease_namespace,
+                    lease_name,
                     listen,
                     admin,
                     workers,
@@ -151,8 +172,17 @@ impl Cli {
                     drain_period,
                     limits,
                 } = args;
+                let source = match (config, kube) {
+                    (Some(path), false) => gateway::Source::Files(path),
+                    _ => gateway::Source::Kube(gateway::KubeOptions {
+                        namespaces,
+                        lease_namespace,
+                        lease_name,
+                        identity: identity(),
+                    }),
+                };
                 let opts = gateway::Options {
-                    config,
+                    source,
                     listen,
                     admin,
                     limits: limits.into_limits(),
@@ -163,7 +193,7 @@ impl Cli {
             }
             Command::Demo { listen, admin } => {
                 let opts = gateway::Options {
-                    config: PathBuf::new(),
+                    source: gateway::Source::Files(PathBuf::new()),
                     listen,
                     admin,
                     limits: Limits::default(),
@@ -190,6 +220,18 @@ impl Cli {
             }),
         }
     }
+}
+
+/// This replica's name in the Lease: the pod name when the chart passes it, else the
+/// host name, plus a random suffix so two processes on one host never share it.
+fn identity() -> String {
+    let base = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "portcullis".into());
+    format!("{base}-{:08x}", fastrand::u32(..))
 }
 
 fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {

@@ -39,7 +39,7 @@ pub async fn start(
         tokio::spawn(echo::serve(listener, name));
     }
 
-    opts.config = path;
+    opts.source = gateway::Source::Files(path);
     let gw = gateway::Gateway::start(opts).await?;
     Ok((gw, dir))
 }

@@ -1,9 +1,10 @@
-//! Wiring for `serve`: the file source, the compile step, the proxy and the admin
-//! listener, started together and stopped together.
+//! Wiring for `serve`: a source (files or the cluster), the compile step, the proxy and
+//! the admin listener, started together and stopped together.
 
 use crate::{
     admin::{self, AdminState},
     compile::{self, Snapshot},
+    k8s,
     metrics::Metrics,
     proxy::{self, Limits, Proxy, SharedSnapshot, Shutdown},
     source::file,
@@ -24,12 +25,32 @@ const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub config: PathBuf,
+    pub source: Source,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub limits: Limits,
     pub drain: Duration,
     pub access_log: bool,
+}
+
+/// Where the resources come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A YAML file or folder, watched for changes.
+    Files(PathBuf),
+    /// The cluster of the in-cluster configuration or KUBECONFIG.
+    Kube(KubeOptions),
+}
+
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    /// Namespaces to watch; all when empty.
+    pub namespaces: Vec<String>,
+    /// Where the Lease that elects the status writer lives.
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// This replica's name in the Lease.
+    pub identity: String,
 }
 
 /// A running gateway.
@@ -49,16 +70,34 @@ pub struct Gateway {
 pub struct InvalidConfig(pub Vec<file::LoadError>);
 
 impl Gateway {
-    /// Loads the configuration, binds both listeners and starts serving. Fails when the
-    /// configuration does not load at all; objects it rejects are logged and skipped.
+    /// Starts serving. With files, the configuration is loaded first and start fails
+    /// when it does not load at all; objects it rejects are logged and skipped. With the
+    /// cluster, the listeners start at once and `/readyz` turns true once every watch has
+    /// synced and the first snapshot is built.
     pub async fn start(opts: Options) -> anyhow::Result<Gateway> {
         let metrics = Arc::new(Metrics::new());
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
         let ready = Arc::new(AtomicBool::new(false));
+        let mut background = Vec::new();
 
-        let loaded = file::load(&opts.config).map_err(InvalidConfig)?;
-        install(&snapshot, &metrics, &loaded);
-        ready.store(true, std::sync::atomic::Ordering::Release);
+        match &opts.source {
+            Source::Files(path) => {
+                let loaded = file::load(path).map_err(InvalidConfig)?;
+                install(&snapshot, &metrics, &loaded);
+                ready.store(true, std::sync::atomic::Ordering::Release);
+                background.push(tokio::spawn(watch_files(
+                    path.clone(),
+                    snapshot.clone(),
+                    metrics.clone(),
+                )));
+            }
+            Source::Kube(kube_opts) => {
+                let client = kube::Client::try_default().await.context(
+                    "connecting to the cluster (in-cluster configuration or KUBECONFIG)",
+                )?;
+                background.extend(start_kube(client, kube_opts, &snapshot, &metrics, &ready));
+            }
+        }
 
         let listener = TcpListener::bind(opts.listen)
             .await
@@ -82,14 +121,9 @@ impl Gateway {
             metrics: metrics.clone(),
             ready,
         };
-        let mut background = vec![tokio::spawn(admin::serve(admin_listener, admin_state))];
-        background.push(tokio::spawn(watch_files(
-            opts.config.clone(),
-            snapshot.clone(),
-            metrics.clone(),
-        )));
+        background.push(tokio::spawn(admin::serve(admin_listener, admin_state)));
 
-        tracing::info!(%listen_addr, %admin_addr, config = %opts.config.display(), "serving");
+        tracing::info!(%listen_addr, %admin_addr, source = ?opts.source, "serving");
         Ok(Gateway {
             listen_addr,
             admin_addr,
@@ -110,6 +144,42 @@ impl Gateway {
             task.abort();
         }
     }
+}
+
+/// Starts the watchers, the lease and the status writer.
+fn start_kube(
+    client: kube::Client,
+    opts: &KubeOptions,
+    snapshot: &SharedSnapshot,
+    metrics: &Arc<Metrics>,
+    ready: &Arc<AtomicBool>,
+) -> Vec<JoinHandle<()>> {
+    let (compiled_tx, compiled_rx) = watch::channel(None);
+    let is_leader = Arc::new(AtomicBool::new(false));
+    vec![
+        tokio::spawn(k8s::watch::run(
+            client.clone(),
+            opts.namespaces.clone(),
+            snapshot.clone(),
+            metrics.clone(),
+            ready.clone(),
+            compiled_tx,
+        )),
+        tokio::spawn(k8s::lease::run(
+            client.clone(),
+            opts.lease_namespace.clone(),
+            opts.lease_name.clone(),
+            opts.identity.clone(),
+            is_leader.clone(),
+        )),
+        tokio::spawn(k8s::status::run_writer(
+            client,
+            compiled_rx,
+            is_leader,
+            metrics.clone(),
+            opts.identity.clone(),
+        )),
+    ]
 }
 
 /// Compiles what was loaded against the current snapshot and swaps it in.

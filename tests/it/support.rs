@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use portcullis::{
-    gateway::{Gateway, Options},
+    gateway::{Gateway, Options, Source},
     proxy::Limits,
 };
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -44,7 +44,7 @@ impl TestGateway {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("routes.yaml"), yaml).unwrap();
         let gw = Gateway::start(Options {
-            config: dir.path().to_path_buf(),
+            source: Source::Files(dir.path().to_path_buf()),
             listen: "127.0.0.1:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
             limits,
