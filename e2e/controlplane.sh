@@ -9,6 +9,8 @@
 #   controlplane.sh stop DIR              stop what `start DIR` started
 #   controlplane.sh sa-kubeconfig DIR NAMESPACE NAME OUT
 #                                         kubeconfig OUT acting as ServiceAccount NAME
+#   controlplane.sh stop-apiserver DIR    stop only the API server (an outage)
+#   controlplane.sh start-apiserver DIR   start it again as before
 #
 # Env: PORTCULLIS_E2E_CACHE (default ~/.cache/portcullis-e2e),
 #      E2E_APISERVER_ADDR (default 127.0.0.1), E2E_START_TIMEOUT (seconds, default 90).
@@ -187,7 +189,9 @@ fail_start() { # DIR MESSAGE
 spawn() { # DIR NAME CMD...
     local dir="$1" name="$2"
     shift 2
-    setsid "$@" </dev/null >"$dir/$name.log" 2>&1 &
+    # Kept so `restart-apiserver` can start the same process again.
+    printf '%q ' "$@" >"$dir/$name.cmd"
+    setsid "$@" </dev/null >>"$dir/$name.log" 2>&1 &
     local pid=$! i
     echo "$pid" >"$dir/$name.pid"
     # Until exec completes the child still shows as bash; pid_alive checks the name.
@@ -334,10 +338,39 @@ cmd_sa_kubeconfig() {
     echo "kubeconfig for system:serviceaccount:$ns:$name: $out"
 }
 
+# ---------------------------------------------------------------- outages
+
+# Stops only the API server (etcd keeps its data), for tests of a gateway that must
+# keep serving while the control plane is away.
+cmd_stop_apiserver() {
+    [[ $# -eq 1 ]] || die "usage: controlplane.sh stop-apiserver DIR"
+    stop_one "$1/kube-apiserver.pid" kube-apiserver
+}
+
+# Starts the API server again with the arguments of its first start.
+cmd_start_apiserver() {
+    [[ $# -eq 1 ]] || die "usage: controlplane.sh start-apiserver DIR"
+    local dir i
+    dir="$(cd "$1" && pwd)"
+    [[ -f "$dir/kube-apiserver.cmd" ]] || die "no recorded kube-apiserver command in $dir"
+    pid_alive "$dir/kube-apiserver.pid" kube-apiserver && die "kube-apiserver is already running"
+    local -a args
+    eval "args=($(cat "$dir/kube-apiserver.cmd"))"
+    spawn "$dir" kube-apiserver "${args[@]}"
+    for ((i = 0; i < ${E2E_START_TIMEOUT:-90} * 2; i++)); do
+        if [[ "$(kubectl --kubeconfig="$dir/admin.kubeconfig" --request-timeout=2s get --raw=/readyz 2>/dev/null)" == ok ]]; then
+            echo "kube-apiserver ready again"
+            return 0
+        fi
+        sleep 0.5
+    done
+    die "kube-apiserver not ready again after ${E2E_START_TIMEOUT:-90}s"
+}
+
 # ---------------------------------------------------------------- main
 
 usage() {
-    sed -n '6,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '6,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -347,5 +380,7 @@ bin-dir) echo "$BIN_DIR" ;;
 start) shift; cmd_start "$@" ;;
 stop) shift; cmd_stop "$@" ;;
 sa-kubeconfig) shift; cmd_sa_kubeconfig "$@" ;;
+stop-apiserver) shift; cmd_stop_apiserver "$@" ;;
+start-apiserver) shift; cmd_start_apiserver "$@" ;;
 *) usage ;;
 esac

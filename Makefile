@@ -1,0 +1,5 @@
+test:
+	cargo test --locked
+	bash e2e/run.sh
+
+.PHONY: test
