@@ -28,6 +28,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Serve traffic from a YAML file or folder, reloading it when it changes.
     Serve(ServeArgs),
