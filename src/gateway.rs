@@ -89,6 +89,7 @@ impl Gateway {
                     path.clone(),
                     snapshot.clone(),
                     metrics.clone(),
+                    loaded.digest,
                 )));
             }
             Source::Kube(kube_opts) => {
@@ -220,7 +221,8 @@ fn install(snapshot: &SharedSnapshot, metrics: &Metrics, loaded: &file::Loaded) 
 }
 
 /// Reloads on every change under `path`; a load that fails keeps the current snapshot.
-async fn watch_files(path: PathBuf, snapshot: SharedSnapshot, metrics: Arc<Metrics>) {
+/// `digest` is that of the files already being served.
+async fn watch_files(path: PathBuf, snapshot: SharedSnapshot, metrics: Arc<Metrics>, digest: u64) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let _watcher = match file::watch(&path, tx) {
         Ok(w) => w,
@@ -229,16 +231,26 @@ async fn watch_files(path: PathBuf, snapshot: SharedSnapshot, metrics: Arc<Metri
             return;
         }
     };
+    let mut last_digest = Some(digest);
     while rx.recv().await.is_some() {
         tokio::time::sleep(RELOAD_DEBOUNCE).await;
         while rx.try_recv().is_ok() {}
-        reload(&path, &snapshot, &metrics);
+        reload(&path, &snapshot, &metrics, &mut last_digest);
     }
 }
 
-fn reload(path: &Path, snapshot: &SharedSnapshot, metrics: &Metrics) {
+fn reload(
+    path: &Path,
+    snapshot: &SharedSnapshot,
+    metrics: &Metrics,
+    last_digest: &mut Option<u64>,
+) {
     match file::load(path) {
+        Ok(loaded) if Some(loaded.digest) == *last_digest => {
+            tracing::debug!("configuration files unchanged");
+        }
         Ok(loaded) => {
+            *last_digest = Some(loaded.digest);
             install(snapshot, metrics, &loaded);
             metrics
                 .config_reloads

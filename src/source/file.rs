@@ -26,6 +26,9 @@ pub struct Origin {
 pub struct Loaded {
     pub resources: Resources,
     pub origins: BTreeMap<crate::config::ObjectKey, Origin>,
+    /// A fingerprint of the files' names and contents, to skip reloads that would
+    /// change nothing.
+    pub digest: u64,
 }
 
 /// A document that could not be read.
@@ -129,9 +132,13 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<LoadError>> {
     })?;
     let mut loaded = Loaded::default();
     let mut errors = Vec::new();
+    let mut hasher = std::hash::DefaultHasher::new();
     for file in files {
         match std::fs::read_to_string(&file) {
-            Ok(text) => parse_into(&file, &text, &mut loaded, &mut errors),
+            Ok(text) => {
+                std::hash::Hash::hash(&(&file, &text), &mut hasher);
+                parse_into(&file, &text, &mut loaded, &mut errors);
+            }
             Err(e) => errors.push(LoadError {
                 file,
                 document: None,
@@ -141,6 +148,7 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<LoadError>> {
             }),
         }
     }
+    loaded.digest = std::hash::Hasher::finish(&hasher);
     if errors.is_empty() {
         Ok(loaded)
     } else {
@@ -300,8 +308,20 @@ pub fn watch(
     on_change: tokio::sync::mpsc::Sender<()>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
+    let single_file = path
+        .is_file()
+        .then(|| path.file_name().map(ToOwned::to_owned))
+        .flatten();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        if event
+            .paths
+            .iter()
+            .any(|p| relevant(p, single_file.as_deref()))
+        {
             let _ = on_change.try_send(());
         }
     })?;
@@ -321,9 +341,42 @@ pub fn watch(
     Ok(watcher)
 }
 
+/// Whether a change to `changed` may change the configuration: the watched file itself
+/// (or, for a folder, any YAML file or subfolder), or the `..data` links by which a
+/// Kubernetes ConfigMap mount swaps its files at once. Other files in the folder, such
+/// as an editor's backups or a program's output, are ignored.
+fn relevant(changed: &Path, single_file: Option<&std::ffi::OsStr>) -> bool {
+    let Some(name) = changed.file_name() else {
+        return true;
+    };
+    if name.to_string_lossy().starts_with("..") {
+        return true;
+    }
+    match single_file {
+        Some(file) => name == file,
+        None => match changed.extension().and_then(|e| e.to_str()) {
+            Some(ext) => matches!(ext, "yaml" | "yml"),
+            None => !name.to_string_lossy().starts_with('.'),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_configuration_changes_are_relevant() {
+        let file = Some(std::ffi::OsStr::new("routes.yaml"));
+        assert!(relevant(Path::new("/c/routes.yaml"), file));
+        assert!(relevant(Path::new("/c/..data"), file));
+        assert!(!relevant(Path::new("/c/other.yaml"), file));
+        assert!(!relevant(Path::new("/c/wrk.out"), file));
+        assert!(relevant(Path::new("/c/sub/a.yml"), None));
+        assert!(relevant(Path::new("/c/subfolder"), None));
+        assert!(!relevant(Path::new("/c/a.yaml.swp"), None));
+        assert!(!relevant(Path::new("/c/.hidden"), None));
+    }
 
     fn parse(text: &str) -> Result<Loaded, Vec<LoadError>> {
         let mut loaded = Loaded::default();

@@ -216,3 +216,26 @@ fn check_reports_every_problem_with_file_document_and_field() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[tokio::test]
+async fn unrelated_files_and_unchanged_content_do_not_reload() {
+    let a = echo("a").await;
+    let gw = TestGateway::start(&route_to("r", a)).await;
+    let reloads = async || {
+        metric(&gw, "portcullis_config_reloads_total{result=\"accepted\"}")
+            .await
+            .unwrap_or(0.0)
+    };
+    std::fs::write(gw.dir.path().join("load-test-output.txt"), "noise").unwrap();
+    // Rewriting the same content touches the file but changes nothing.
+    std::fs::write(gw.config_file(), route_to("r", a)).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(reloads().await, 0.0);
+    // A real change still reloads.
+    std::fs::write(
+        gw.config_file(),
+        format!("{}  hosts: [x.example.com]\n", route_to("r", a)),
+    )
+    .unwrap();
+    eventually("a reload", async || reloads().await == 1.0).await;
+}
