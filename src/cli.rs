@@ -235,11 +235,18 @@ fn identity() -> String {
     format!("{base}-{:08x}", fastrand::u32(..))
 }
 
+/// One worker runs on the current thread: no work stealing and no cross-thread wake-ups,
+/// which is cheaper per request than a multi-threaded runtime with one worker.
 fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        b.worker_threads(n.max(1));
-    }
+    let mut b = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all().build().expect("the tokio runtime starts")
 }
 
