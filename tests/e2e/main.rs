@@ -471,3 +471,105 @@ async fn convergence_figures() {
     );
     gw.stop().await;
 }
+
+/// Prints start-to-ready time, resident memory and the time one change takes, with
+/// 10,000 Routes and 50,000 endpoints. Asserts only that the gateway gets ready, serves
+/// and applies the change.
+#[tokio::test]
+async fn scale_figures() {
+    use futures_util::{stream, StreamExt};
+    use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+    use kube::api::{Api, PostParams};
+
+    const ROUTES: usize = 10_000;
+    const SERVICES: usize = 500;
+    const PER_SLICE: usize = 100;
+    let env = env();
+    let ns = Namespace::new("e2e-scale");
+    let name = ns.0.as_str();
+    let client = admin_client().await;
+    let a = backend(env.backends[0], "a").await;
+
+    let start = Instant::now();
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.0);
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns.0);
+    let routes: Api<portcullis::k8s::api::Route> = Api::namespaced(client.clone(), &ns.0);
+    let pp = PostParams::default();
+    stream::iter(0..SERVICES)
+        .for_each_concurrent(16, |i| {
+            let (services, slices, pp) = (services.clone(), slices.clone(), pp.clone());
+            async move {
+                let svc: Service =
+                    serde_norway::from_str(&service(name, &format!("s{i}"))).unwrap();
+                services.create(&pp, &svc).await.unwrap();
+                // Service 0 leads to the real backend; the others list addresses that
+                // nothing ever sends to.
+                let addrs: Vec<std::net::SocketAddr> = if i == 0 {
+                    vec![a]
+                } else {
+                    (0..PER_SLICE)
+                        .map(|j| format!("10.78.{}.{}:8080", i % 250, j + 1).parse().unwrap())
+                        .collect()
+                };
+                let s: EndpointSlice = serde_norway::from_str(&slice(
+                    name,
+                    &format!("s{i}-1"),
+                    &format!("s{i}"),
+                    &addrs,
+                ))
+                .unwrap();
+                slices.create(&pp, &s).await.unwrap();
+            }
+        })
+        .await;
+    stream::iter(0..ROUTES)
+        .for_each_concurrent(16, |i| {
+            let (routes, pp) = (routes.clone(), pp.clone());
+            let svc = i % SERVICES;
+            let path = if i % 5 == 1 { "RegularExpression, value: '/api/v[0-9]+/items'" } else { "PathPrefix, value: /api" };
+            let yaml = route(
+                name,
+                &format!("r{i}"),
+                &format!("  hosts: [r{i}.example.com]\n  rules:\n  - matches: [{{path: {{type: {path}}}}}]\n    backends: [{{service: {{name: s{svc}, port: http}}}}]\n"),
+            );
+            async move {
+                let r: portcullis::k8s::api::Route = serde_norway::from_str(&yaml).unwrap();
+                routes.create(&pp, &r).await.unwrap();
+            }
+        })
+        .await;
+    let created = start.elapsed();
+
+    let start = Instant::now();
+    let gw = Gateway::start(&ns.0).await;
+    let ready = start.elapsed();
+    served_by(&gw, "r0.example.com", "/api/x", "a").await;
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", gw.child.id().unwrap()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
+        .unwrap();
+
+    // One change among 10,000 Routes: a new path on r0.
+    apply(&route(&ns.0, "r0", "  hosts: [r0.example.com]\n  rules:\n  - matches: [{path: {value: /changed}}]\n    backends: [{service: {name: s0, port: http}}]\n"));
+    let start = Instant::now();
+    served_by(&gw, "r0.example.com", "/changed", "a").await;
+    let change = start.elapsed();
+    println!(
+        "scale: {ROUTES} Routes, {} endpoints: created in {created:?}; start to ready {ready:?}; \
+         resident memory {} MiB; one change served after {change:?}",
+        (SERVICES - 1) * PER_SLICE + 1,
+        rss / 1024
+    );
+    gw.stop().await;
+}
+
+async fn admin_client() -> kube::Client {
+    let env = env();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&env.admin_kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
