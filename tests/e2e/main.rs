@@ -49,11 +49,7 @@ async fn routes_become_traffic_and_report_status() {
     let env = env();
     let ns = Namespace::new("e2e-basic");
     let a = backend(env.backends[0], "a").await;
-    apply(&format!(
-        "{}---\n{}",
-        service(&ns.0, "web"),
-        slice(&ns.0, "web-1", "web", &[a])
-    ));
+    apply_service(&ns.0, "web", &[a]);
     apply(&route(&ns.0, "web", "  hosts: [shop.example.com]\n  rules:\n  - backends: [{service: {name: web, port: http}}]\n"));
     let gw = Gateway::start(&ns.0).await;
 
@@ -118,11 +114,7 @@ async fn a_bad_route_is_isolated_and_reported() {
     let env = env();
     let ns = Namespace::new("e2e-isolation");
     let a = backend(env.backends[0], "a").await;
-    apply(&format!(
-        "{}---\n{}",
-        service(&ns.0, "web"),
-        slice(&ns.0, "web-1", "web", &[a])
-    ));
+    apply_service(&ns.0, "web", &[a]);
     apply(&route(&ns.0, "good", "  hosts: [good.example.com]\n  rules:\n  - backends: [{service: {name: web, port: http}}]\n"));
     // Valid for the schema, refused by the compile step: a path that would never match.
     apply(&route(
@@ -208,11 +200,7 @@ async fn endpoint_changes_are_followed() {
         backend(env.backends[0], "a").await,
         backend(env.backends[1], "b").await,
     );
-    apply(&format!(
-        "{}---\n{}",
-        service(&ns.0, "web"),
-        slice(&ns.0, "web-1", "web", &[a])
-    ));
+    apply_service(&ns.0, "web", &[a]);
     apply(&route(
         &ns.0,
         "web",
@@ -236,11 +224,7 @@ async fn a_restarted_gateway_serves_the_same_and_rewrites_nothing() {
     let env = env();
     let ns = Namespace::new("e2e-restart");
     let a = backend(env.backends[0], "a").await;
-    apply(&format!(
-        "{}---\n{}",
-        service(&ns.0, "web"),
-        slice(&ns.0, "web-1", "web", &[a])
-    ));
+    apply_service(&ns.0, "web", &[a]);
     apply(&route(
         &ns.0,
         "web",
@@ -286,11 +270,7 @@ async fn two_replicas_serve_and_exactly_one_writes_status() {
     let env = env();
     let ns = Namespace::new("e2e-replicas");
     let a = backend(env.backends[0], "a").await;
-    apply(&format!(
-        "{}---\n{}",
-        service(&ns.0, "web"),
-        slice(&ns.0, "web-1", "web", &[a])
-    ));
+    apply_service(&ns.0, "web", &[a]);
     let one = Gateway::start(&ns.0).await;
     let two = Gateway::start(&ns.0).await;
     for i in 0..3 {
@@ -377,11 +357,7 @@ async fn keeps_serving_while_the_api_server_is_down() {
     let env = env();
     let ns = Namespace::new("e2e-outage");
     let a = backend(env.backends[0], "a").await;
-    apply(&format!(
-        "{}---\n{}",
-        service(&ns.0, "web"),
-        slice(&ns.0, "web-1", "web", &[a])
-    ));
+    apply_service(&ns.0, "web", &[a]);
     apply(&route(&ns.0, "web", "  rules:\n  - matches: [{path: {value: /one}}]\n    backends: [{service: {name: web, port: http}}]\n"));
     let gw = Gateway::start(&ns.0).await;
     served_by(&gw, "x", "/one", "a").await;
@@ -426,11 +402,7 @@ async fn convergence_figures() {
     let env = env();
     let ns = Namespace::new("e2e-convergence");
     let a = backend(env.backends[0], "a").await;
-    apply(&format!(
-        "{}---\n{}",
-        service(&ns.0, "web"),
-        slice(&ns.0, "web-1", "web", &[a])
-    ));
+    apply_service(&ns.0, "web", &[a]);
     let spec = |i: usize| {
         format!(
             "  rules:\n  - filters: {{responseHeaders: {{set: [{{name: x-version, value: 'v{i}'}}]}}}}\n    backends: [{{service: {{name: web, port: http}}}}]\n"

@@ -124,6 +124,15 @@ pub fn slice(ns: &str, name: &str, svc: &str, addrs: &[SocketAddr]) -> String {
     )
 }
 
+/// Applies Service `name` with one EndpointSlice `name-1` listing `addrs`.
+pub fn apply_service(ns: &str, name: &str, addrs: &[SocketAddr]) {
+    apply(&format!(
+        "{}---\n{}",
+        service(ns, name),
+        slice(ns, &format!("{name}-1"), name, addrs)
+    ));
+}
+
 pub fn route(ns: &str, name: &str, spec: &str) -> String {
     format!("apiVersion: portcullis.dev/v1alpha1\nkind: Route\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}")
 }
