@@ -22,6 +22,8 @@ pub struct Snapshot {
     /// The Routes that serve, by key: each the version given, or a previous good one.
     pub routes: BTreeMap<ObjectKey, Resource<RouteSpec>>,
     pub problems: Vec<Problem>,
+    /// Every regular expression the table uses, for the next compile to reuse.
+    regexes: HashMap<String, Regex>,
 }
 
 /// Something wrong with one object, naming the field at fault.
@@ -76,6 +78,7 @@ impl Snapshot {
             router: Router::default(),
             routes: BTreeMap::new(),
             problems: Vec::new(),
+            regexes: HashMap::new(),
         }
     }
 
@@ -92,10 +95,19 @@ impl Snapshot {
 pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
     let mut problems = Vec::new();
     let mut candidates: Vec<(Resource<RouteSpec>, CompiledRoute)> = Vec::new();
+    let mut regexes = Regexes {
+        previous: previous.map(|p| &p.regexes),
+        built: HashMap::new(),
+    };
 
     for route in &resources.routes {
         let mut route_problems = Vec::new();
-        let compiled = compile_route(route, &resources.services, &mut route_problems);
+        let compiled = compile_route(
+            route,
+            &resources.services,
+            &mut route_problems,
+            &mut regexes,
+        );
         let rejected = route_problems.iter().any(Problem::rejects);
         problems.append(&mut route_problems);
         match compiled {
@@ -104,7 +116,8 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
                 // Fall back to the last good version, compiled against today's Services.
                 let key = route.meta.key();
                 if let Some(old) = previous.and_then(|p| p.routes.get(&key)) {
-                    if let Some(c) = compile_route(old, &resources.services, &mut Vec::new()) {
+                    let c = compile_route(old, &resources.services, &mut Vec::new(), &mut regexes);
+                    if let Some(c) = c {
                         candidates.push((old.clone(), c));
                     }
                 }
@@ -136,6 +149,7 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
         router: Router::build(specs),
         routes,
         problems,
+        regexes: regexes.built,
     }
 }
 
@@ -182,13 +196,37 @@ struct CompiledRoute {
     claims: Vec<((String, String), String)>,
 }
 
-/// Collects problems of one object.
-struct Check<'a> {
+/// Collects problems of one object, and compiles its regular expressions.
+struct Check<'a, 'p> {
     object: &'a ObjectKey,
     problems: &'a mut Vec<Problem>,
+    regexes: &'a mut Regexes<'p>,
 }
 
-impl Check<'_> {
+/// Compiled regular expressions by pattern. Those of the previous snapshot are reused,
+/// so a change costs the compilation of its own new patterns only.
+struct Regexes<'p> {
+    previous: Option<&'p HashMap<String, Regex>>,
+    built: HashMap<String, Regex>,
+}
+
+impl Regexes<'_> {
+    /// A regex that must match the whole of its input.
+    fn full_match(&mut self, pattern: &str) -> Result<Regex, regex::Error> {
+        let anchored = format!("^(?:{pattern})$");
+        if let Some(re) = self.built.get(&anchored) {
+            return Ok(re.clone());
+        }
+        let re = match self.previous.and_then(|p| p.get(&anchored)) {
+            Some(re) => re.clone(),
+            None => Regex::new(&anchored)?,
+        };
+        self.built.insert(anchored, re.clone());
+        Ok(re)
+    }
+}
+
+impl Check<'_, '_> {
     fn invalid(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.push(field, Reason::Invalid, message);
     }
@@ -208,11 +246,13 @@ fn compile_route(
     route: &Resource<RouteSpec>,
     services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
     problems: &mut Vec<Problem>,
+    regexes: &mut Regexes<'_>,
 ) -> Option<CompiledRoute> {
     let key = route.meta.key();
     let mut check = Check {
         object: &key,
         problems,
+        regexes,
     };
     let before = check.problems.len();
     let label: Arc<str> = key.to_string().into();
@@ -295,7 +335,7 @@ fn compile_route(
 }
 
 /// Validates and lower-cases host patterns.
-fn compile_hosts(hosts: &[String], check: &mut Check<'_>) -> Vec<String> {
+fn compile_hosts(hosts: &[String], check: &mut Check<'_, '_>) -> Vec<String> {
     let mut out = Vec::new();
     for (i, host) in hosts.iter().enumerate() {
         let lower = host.to_ascii_lowercase();
@@ -340,7 +380,7 @@ struct MatchSpec {
 fn compile_match(
     m: &config::RouteMatch,
     field: &str,
-    check: &mut Check<'_>,
+    check: &mut Check<'_, '_>,
 ) -> Option<(MatchSpec, String)> {
     let before = check.problems.len();
     let (path, path_sig) = match &m.path {
@@ -440,7 +480,7 @@ fn compile_match(
 fn compile_path(
     p: &config::PathMatch,
     field: &str,
-    check: &mut Check<'_>,
+    check: &mut Check<'_, '_>,
 ) -> Option<(PathCond, String)> {
     use config::PathMatchType::*;
     match p.kind {
@@ -479,7 +519,7 @@ fn compile_path(
                 ))
             }
         }
-        RegularExpression => match Regex::new(&format!("^(?:{})$", p.value)) {
+        RegularExpression => match check.regexes.full_match(&p.value) {
             Ok(re) => Some((PathCond::Regex(re), format!("regex:{}", p.value))),
             Err(e) => {
                 check.invalid(field, format!("invalid regular expression: {e}"));
@@ -489,21 +529,23 @@ fn compile_path(
     }
 }
 
-fn compile_value(v: &config::ValueMatch, field: &str, check: &mut Check<'_>) -> Option<ValueCond> {
+fn compile_value(
+    v: &config::ValueMatch,
+    field: &str,
+    check: &mut Check<'_, '_>,
+) -> Option<ValueCond> {
     match v.kind {
         config::ValueMatchType::Exact => Some(ValueCond::Exact(v.value.as_str().into())),
-        config::ValueMatchType::RegularExpression => {
-            match Regex::new(&format!("^(?:{})$", v.value)) {
-                Ok(re) => Some(ValueCond::Regex(re)),
-                Err(e) => {
-                    check.invalid(
-                        format!("{field}.value"),
-                        format!("invalid regular expression: {e}"),
-                    );
-                    None
-                }
+        config::ValueMatchType::RegularExpression => match check.regexes.full_match(&v.value) {
+            Ok(re) => Some(ValueCond::Regex(re)),
+            Err(e) => {
+                check.invalid(
+                    format!("{field}.value"),
+                    format!("invalid regular expression: {e}"),
+                );
+                None
             }
-        }
+        },
     }
 }
 
@@ -514,7 +556,7 @@ fn compile_action(
     rule: &config::RouteRule,
     services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
     field: &str,
-    check: &mut Check<'_>,
+    check: &mut Check<'_, '_>,
 ) -> Option<routing::RuleAction> {
     let before = check.problems.len();
     let filters = &rule.filters;
@@ -601,7 +643,7 @@ fn compile_action(
 fn compile_edits(
     m: Option<&config::HeaderModifier>,
     field: &str,
-    check: &mut Check<'_>,
+    check: &mut Check<'_, '_>,
 ) -> routing::HeaderEdits {
     let mut edits = routing::HeaderEdits::default();
     let Some(m) = m else {
@@ -655,7 +697,7 @@ fn compile_edits(
 fn compile_path_rewrite(
     p: &config::PathRewrite,
     field: &str,
-    check: &mut Check<'_>,
+    check: &mut Check<'_, '_>,
 ) -> Option<routing::PathRewrite> {
     let (value, make, sub): (&String, fn(String) -> routing::PathRewrite, &str) =
         match (&p.replace_full_path, &p.replace_prefix_match) {
@@ -681,7 +723,7 @@ fn compile_path_rewrite(
 fn compile_redirect(
     r: &config::Redirect,
     field: &str,
-    check: &mut Check<'_>,
+    check: &mut Check<'_, '_>,
 ) -> Option<routing::RedirectAction> {
     let before = check.problems.len();
     if let Some(s) = &r.scheme {
@@ -728,7 +770,7 @@ fn compile_backend(
     key: &ObjectKey,
     services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
     field: &str,
-    check: &mut Check<'_>,
+    check: &mut Check<'_, '_>,
 ) -> Option<routing::Backend> {
     let weight = b.weight.unwrap_or(1);
     match (&b.address, &b.service) {

@@ -30,6 +30,9 @@ pub(super) struct Head {
 pub(super) struct Heads {
     #[allow(clippy::disallowed_types)]
     queue: Mutex<VecDeque<Head>>,
+    /// Set when the tracker stopped following the connection. Requests hyper still
+    /// dispatches after that cannot be verified and are refused.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 /// What the handler should do with a request.
@@ -39,8 +42,8 @@ pub(super) enum Verdict {
     Refuse(&'static str),
 }
 
-/// Most heads kept waiting. A client pipelining more than this stops the tracking for its
-/// connection, and hyper's own handling of the two shapes applies from then on.
+/// Most heads kept waiting. A client pipelining more than this stops the tracking, and
+/// the rest of its requests on that connection are refused.
 const MAX_QUEUED: usize = 1024;
 
 /// Follows one connection's incoming bytes.
@@ -58,7 +61,8 @@ enum State {
     Head,
     Body(u64),
     Chunk(Chunk),
-    /// Not following any more: an upgrade, HTTP/2, or input hyper will refuse anyway.
+    /// Not following any more: HTTP/2, tunnel bytes after an upgrade, or input the
+    /// tracker cannot frame.
     Off,
 }
 
@@ -103,8 +107,13 @@ impl Heads {
             .unwrap_or_else(|e| e.into_inner())
             .pop_front();
         let Some(head) = head else {
-            // Tracking stopped earlier on this connection.
-            return Verdict::Ok;
+            // The tracker stopped on input hyper went on to accept: fail closed. (When
+            // it stops on input hyper refuses too, no request gets here.)
+            return if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+                Verdict::Refuse("request framing could not be verified")
+            } else {
+                Verdict::Ok
+            };
         };
         let same_target = match uri.path_and_query() {
             Some(pq) if head.target.starts_with('/') => *head.target == *pq.as_str(),
@@ -141,7 +150,16 @@ impl Tracker {
     }
 
     /// Follows `bytes`, the next bytes read from the client.
-    pub(super) fn feed(&mut self, mut bytes: &[u8], heads: &Heads) {
+    pub(super) fn feed(&mut self, bytes: &[u8], heads: &Heads) {
+        self.follow(bytes, heads);
+        if self.state == State::Off {
+            heads
+                .stopped
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    fn follow(&mut self, mut bytes: &[u8], heads: &Heads) {
         while !bytes.is_empty() {
             bytes = match self.state {
                 State::Off => return,
@@ -161,7 +179,18 @@ impl Tracker {
     }
 
     /// Collects a head; when it is complete, queues it and moves on to its body.
-    fn head<'b>(&mut self, bytes: &'b [u8], heads: &Heads) -> &'b [u8] {
+    fn head<'b>(&mut self, mut bytes: &'b [u8], heads: &Heads) -> &'b [u8] {
+        // Empty lines before a request line are allowed (RFC 9112 §2.2) and skipped.
+        if self.partial.is_empty() {
+            let skip = bytes
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
+            bytes = &bytes[skip..];
+            if bytes.is_empty() {
+                return bytes;
+            }
+        }
         // The common case: the whole head in this read, parsed in place.
         let (end, parsed) = if self.partial.is_empty() {
             match find_head_end(bytes, 0) {
@@ -268,14 +297,14 @@ impl Tracker {
         let b = bytes[0];
         let next = match (c, b) {
             (Chunk::Size { value, digits }, _) if b.is_ascii_hexdigit() => {
-                if digits >= 16 {
-                    State::Off
-                } else {
-                    let d = u64::from((b as char).to_digit(16).unwrap_or(0));
-                    State::Chunk(Chunk::Size {
-                        value: value << 4 | d,
-                        digits: digits + 1,
-                    })
+                // Leading zeros are allowed; a size past u64 is not (hyper agrees).
+                let d = u64::from((b as char).to_digit(16).unwrap_or(0));
+                match value.checked_mul(16) {
+                    Some(v) => State::Chunk(Chunk::Size {
+                        value: v | d,
+                        digits: digits.saturating_add(1),
+                    }),
+                    None => State::Off,
                 }
             }
             (Chunk::Size { value, digits: 1.. }, b';' | b' ' | b'\t') => {
@@ -304,13 +333,20 @@ impl Tracker {
     }
 }
 
-/// Index just past the first `\r\n\r\n` at or after `from`.
+/// Index just past the first empty line at or after `from`. Like httparse, a line may
+/// end in `\r\n` or in a bare `\n`.
 fn find_head_end(bytes: &[u8], from: usize) -> Option<usize> {
-    bytes
-        .get(from..)?
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| from + i + 4)
+    let tail = bytes.get(from..)?;
+    tail.iter().enumerate().find_map(|(i, &b)| {
+        if b != b'\n' {
+            return None;
+        }
+        match (tail.get(i + 1), tail.get(i + 2)) {
+            (Some(b'\n'), _) => Some(from + i + 2),
+            (Some(b'\r'), Some(b'\n')) => Some(from + i + 3),
+            _ => None,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -371,6 +407,41 @@ mod tests {
     }
 
     #[test]
+    fn follows_what_hyper_accepts() {
+        let got = summary(&[b"\r\n\r\nPOST /a HTTP/1.1\nHost: x\nContent-Length: 3\nContent-Length: 3\n\nabc\
+            POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000003\r\nabc\r\n0\r\n\r\n\
+            POST /c HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"]);
+        assert_eq!(
+            got,
+            vec![
+                ("/a".to_string(), Some("repeated Content-Length")),
+                ("/b".to_string(), None),
+                (
+                    "/c".to_string(),
+                    Some("both Content-Length and Transfer-Encoding")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stopped_tracker_fails_closed() {
+        let heads = Heads::default();
+        let mut t = Tracker::new(8192, 100);
+        t.feed(
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
+            &heads,
+        );
+        assert!(!t.is_following());
+        let post = http::Method::POST;
+        assert_eq!(heads.judge(&post, &"/a".parse().unwrap()), Verdict::Ok);
+        assert!(matches!(
+            heads.judge(&post, &"/b".parse().unwrap()),
+            Verdict::Refuse(_)
+        ));
+    }
+
+    #[test]
     fn stops_on_what_hyper_refuses() {
         assert_eq!(summary(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]), vec![]);
         let got = summary(&[
@@ -390,7 +461,8 @@ mod tests {
             heads.judge(&get, &"/x".parse().unwrap()),
             Verdict::Refuse(_)
         ));
-        // Nothing left: tracking stopped, hyper's parse stands.
+        // Nothing left while still following: a request the tracker has not seen yet
+        // cannot be dispatched, but judging stays harmless.
         assert_eq!(heads.judge(&get, &"/c".parse().unwrap()), Verdict::Ok);
     }
 }
