@@ -56,8 +56,14 @@ impl Activity {
         }
     }
 
+    /// True once the connection moved any byte.
+    fn any(&self) -> bool {
+        self.last_ms.load(Ordering::Relaxed) != 0
+    }
+
     fn touch(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
+        // Never 0, which stands for "nothing yet".
+        let ms = (self.epoch.elapsed().as_millis() as u64).max(1);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
@@ -158,6 +164,7 @@ async fn serve_connection(
         heads,
     });
     let idle_timeout = proxy.limits.idle_timeout;
+    let proxy_header_timeout = proxy.limits.header_read_timeout;
     proxy.metrics.open_connections.inc();
     let metrics = proxy.metrics.clone();
 
@@ -170,8 +177,20 @@ async fn serve_connection(
     let mut tick = tokio::time::interval(idle_timeout / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut draining = false;
+    // hyper's header timer starts with the first byte; a client that sends none at all
+    // gets the same time to start.
+    let first_byte = tokio::time::sleep(proxy_header_timeout);
+    tokio::pin!(first_byte);
+    let mut waiting_for_first_byte = true;
     loop {
         tokio::select! {
+            _ = &mut first_byte, if waiting_for_first_byte => {
+                waiting_for_first_byte = false;
+                if !activity.any() {
+                    tracing::debug!(%peer, "closing a connection that sent nothing");
+                    break;
+                }
+            }
             res = conn.as_mut() => {
                 if let Err(error) = res {
                     tracing::debug!(%peer, %error, "connection ended with an error");

@@ -14,6 +14,8 @@ pub enum GatewayError {
     BodyTooLarge(u64),
     #[error("request target longer than {0} bytes")]
     UriTooLong(usize),
+    #[error("more than {0} header fields")]
+    TooManyHeaders(usize),
     #[error("backend has no endpoint to send to")]
     NoEndpoints,
     #[error("backend failed: {0}")]
@@ -29,6 +31,7 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            GatewayError::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BackendFailed(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -42,6 +45,7 @@ impl GatewayError {
             GatewayError::NoRoute => "no_route",
             GatewayError::BodyTooLarge(_) => "body_too_large",
             GatewayError::UriTooLong(_) => "uri_too_long",
+            GatewayError::TooManyHeaders(_) => "too_many_headers",
             GatewayError::NoEndpoints => "no_endpoints",
             GatewayError::BackendFailed(_) => "backend_failed",
             GatewayError::Timeout(_) => "timeout",

@@ -109,7 +109,7 @@ async fn route_and_forward(
     mut req: Request<Incoming>,
     ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, GatewayError> {
-    check_framing(&req, conn)?;
+    check_framing(&req, conn, proxy.limits.max_headers)?;
 
     // Phase 2: the target.
     let max_uri = proxy.limits.max_uri_bytes;
@@ -155,7 +155,7 @@ async fn route_and_forward(
         ActionKind::Redirect(r) => {
             return Ok(redirect(
                 r,
-                &req,
+                &raw_host,
                 &host,
                 &canonical,
                 query.as_deref(),
@@ -184,7 +184,12 @@ async fn route_and_forward(
     let client_upgrade = req.version() == Version::HTTP_11;
     let on_client_upgrade = client_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let upgrade = headers::strip_hop_by_hop(&mut parts.headers).filter(|_| client_upgrade);
+    // h2c is refused: after its 101 the client would speak HTTP/2 to the backend
+    // directly, past every rule of this gateway.
+    let upgrade = headers::strip_hop_by_hop(&mut parts.headers)
+        .filter(|_| client_upgrade)
+        .filter(|proto| !proto.as_bytes().eq_ignore_ascii_case(b"h2c"));
+    headers::strip_spoofable(&mut parts.headers);
     headers::set_forwarded(&mut parts.headers, conn.peer.ip(), "http", &raw_host);
     headers::ensure_traceparent(&mut parts.headers, &ex.request_id);
     parts.headers.insert(X_REQUEST_ID, ex.request_id.clone());
@@ -200,6 +205,9 @@ async fn route_and_forward(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, proto.clone());
+    }
+    if parts.version == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
     }
     parts.uri = upstream_uri(&endpoint, &new_path, query.as_deref())?;
     parts.version = Version::HTTP_11;
@@ -239,8 +247,16 @@ async fn route_and_forward(
 /// Refuses HTTP/1 messages whose body length is ambiguous, the root of request
 /// smuggling: both `Content-Length` and `Transfer-Encoding`, several `Content-Length`
 /// values, or a transfer coding other than a lone `chunked`.
-fn check_framing(req: &Request<Incoming>, conn: &ConnInfo) -> Result<(), GatewayError> {
+fn check_framing(
+    req: &Request<Incoming>,
+    conn: &ConnInfo,
+    max_headers: usize,
+) -> Result<(), GatewayError> {
     if req.version() >= Version::HTTP_2 {
+        // HTTP/1 heads are counted by hyper; HTTP/2 ones only by size, so count here.
+        if req.headers().len() > max_headers {
+            return Err(GatewayError::TooManyHeaders(max_headers));
+        }
         return Ok(());
     }
     // The shapes hyper resolves before the headers reach us; see `framing`.
@@ -277,6 +293,23 @@ fn check_framing(req: &Request<Incoming>, conn: &ConnInfo) -> Result<(), Gateway
     Ok(())
 }
 
+/// HTTP/2 may split `cookie` into several fields; HTTP/1.1 allows one (RFC 9113
+/// §8.2.3), joined with "; ".
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 fn content_length(req: &Request<Incoming>) -> Option<u64> {
     req.headers()
         .get(header::CONTENT_LENGTH)?
@@ -310,6 +343,7 @@ fn path_error_text(e: path::PathError) -> &'static str {
         path::PathError::EncodedSlash => "encoded slash in path",
         path::PathError::Backslash => "backslash in path",
         path::PathError::Nul => "NUL in path",
+        path::PathError::DotSegmentParameters => "dot segment with parameters in path",
     }
 }
 
@@ -361,12 +395,20 @@ fn upstream_error(
     err: hyper_util::client::legacy::Error,
     body_limit: u64,
 ) -> GatewayError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return GatewayError::BodyTooLarge(body_limit);
-        }
-        source = e.source();
+    let chain = || {
+        std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+    };
+    if chain().any(|e| e.is::<http_body_util::LengthLimitError>()) {
+        return GatewayError::BodyTooLarge(body_limit);
+    }
+    // The client's body broke (bad chunked framing, a reset): not the backend's fault.
+    if chain().any(|e| {
+        e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+    }) {
+        return GatewayError::BadRequest("malformed or interrupted request body");
     }
     if err.is_connect() {
         proxy
@@ -384,7 +426,7 @@ fn upstream_error(
 
 fn redirect(
     r: &routing::RedirectAction,
-    req: &Request<Incoming>,
+    raw_host: &str,
     host: &str,
     path: &str,
     query: Option<&str>,
@@ -398,11 +440,10 @@ fn redirect(
     };
     // A port is written only when asked for, or when the request named one that is not
     // the scheme's default.
-    let request_port = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.rsplit_once(':'))
+    // The port of the authority the request was routed by, never of another header.
+    let request_port = raw_host
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.ends_with(':'))
         .and_then(|(_, p)| p.parse::<u16>().ok());
     let port = r.port.or(if r.scheme.is_some() {
         None

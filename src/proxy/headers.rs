@@ -32,17 +32,17 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// caller can forward that one on purpose.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let mut upgrade_requested = false;
+    // Bytes, not text: a value with one odd byte must not hide the names beside it.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .filter_map(|token| {
-            let token = token.trim();
-            if token.eq_ignore_ascii_case("upgrade") {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"upgrade") {
                 upgrade_requested = true;
             }
-            HeaderName::from_bytes(token.as_bytes()).ok()
+            HeaderName::from_bytes(token).ok()
         })
         .collect();
     let upgrade = headers
@@ -55,26 +55,51 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     upgrade
 }
 
+/// Headers that claim to describe the client or an earlier hop, which this gateway does
+/// not vouch for. Spellings with `_` are included because CGI-style backends read
+/// `X_Forwarded_For` as `X-Forwarded-For`.
+const SPOOFABLE: [&str; 7] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+];
+
+/// Removes `Forwarded`, `X-Real-IP`, `X-Forwarded-Port`, and the `_` spellings of the
+/// headers in [`SPOOFABLE`]; the gateway sets its own forwarding headers afterwards.
+pub fn strip_spoofable(headers: &mut HeaderMap) {
+    let odd: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            if n.contains('_') {
+                SPOOFABLE.contains(&n.replace('_', "-").as_str())
+            } else {
+                SPOOFABLE[..3].contains(&n)
+            }
+        })
+        .cloned()
+        .collect();
+    for name in odd {
+        headers.remove(name);
+    }
+}
+
 /// Sets the forwarding headers of a request going upstream. The client's
 /// `X-Forwarded-For` chain is kept and the peer appended; `Proto` and `Host` describe
 /// this hop and replace whatever the client sent.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &'static str, host: &str) {
-    let peer = peer.to_string();
-    let xff = match headers.get_all(&X_FORWARDED_FOR).iter().next() {
-        None => HeaderValue::from_str(&peer),
-        Some(_) => {
-            let mut chain = headers
-                .get_all(&X_FORWARDED_FOR)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect::<Vec<_>>()
-                .join(", ");
-            chain.push_str(", ");
-            chain.push_str(&peer);
-            HeaderValue::from_str(&chain)
-        }
-    };
-    if let Ok(xff) = xff {
+    // Joined as bytes, so the client's chain is kept as sent, odd bytes and all.
+    let mut chain: Vec<u8> = Vec::new();
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        chain.extend_from_slice(v.as_bytes());
+        chain.extend_from_slice(b", ");
+    }
+    chain.extend_from_slice(peer.to_string().as_bytes());
+    if let Ok(xff) = HeaderValue::from_bytes(&chain) {
         headers.insert(X_FORWARDED_FOR, xff);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -190,6 +215,54 @@ mod tests {
         );
         assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "http");
         assert_eq!(h.get(X_FORWARDED_HOST).unwrap(), "a.example.com");
+    }
+
+    #[test]
+    fn odd_bytes_do_not_hide_connection_names_or_break_the_chain() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-secret, \xff").unwrap(),
+        );
+        h.insert("x-secret", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none());
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"1.1.1.1, \xff").unwrap(),
+        );
+        set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), "http", "a");
+        assert_eq!(
+            h.get(X_FORWARDED_FOR).unwrap().as_bytes(),
+            b"1.1.1.1, \xff, 10.0.0.9"
+        );
+    }
+
+    #[test]
+    fn spoofable_spellings_are_removed() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "forwarded",
+            "x-real-ip",
+            "x-forwarded-port",
+            "x_forwarded_for",
+            "x_forwarded_proto",
+            "x-forwarded_host",
+            "x_request_id",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "evil".parse().unwrap(),
+            );
+        }
+        h.insert("x_custom_thing", "kept".parse().unwrap());
+        h.insert(X_FORWARDED_FOR, "1.1.1.1".parse().unwrap());
+        strip_spoofable(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
+        left.sort();
+        assert_eq!(left, ["x-forwarded-for", "x_custom_thing"]);
     }
 
     #[test]

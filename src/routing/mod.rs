@@ -215,23 +215,43 @@ impl Router {
 }
 
 /// Lower-cases a Host header value and drops a port and a trailing dot. Returns `None`
-/// for a value that is not a plausible host.
+/// for anything but a DNS name (letters, digits, `-`, `_`, dots between non-empty
+/// labels), an IPv4 address or a bracketed IPv6 address, with an optional port of at
+/// most 65535: such a value could be read as another host by a backend or a URL parser.
 pub fn normalize_host(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
-    let without_port = if raw.starts_with('[') {
-        // An IPv6 literal: `[::1]:8080`.
-        match raw.find(']') {
-            Some(end) => &raw[..=end],
-            None => return None,
-        }
+    let (host, port) = if raw.starts_with('[') {
+        let end = raw.find(']')?;
+        (&raw[..=end], &raw[end + 1..])
     } else {
         match raw.rfind(':') {
-            Some(i) if raw[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &raw[..i],
-            Some(_) => return None,
-            None => raw,
+            Some(i) => (&raw[..i], &raw[i..]),
+            None => (raw, ""),
         }
     };
-    let host = without_port.strip_suffix('.').unwrap_or(without_port);
-    if host.is_empty() {
+    if !port.is_empty() {
+        let digits = port.strip_prefix(':')?;
+        let valid = (1..=5).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && digits.parse::<u32>().is_ok_and(|p| p <= 65535);
+        if !valid {
+            return None;
+        }
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
+        }
+    };
+    if !valid {
         return None;
     }
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -516,6 +536,42 @@ mod tests {
         assert_eq!(seg("/[a-z]+/x"), None);
         assert_eq!(seg("/users"), None);
         assert_eq!(seg("//x"), None);
+    }
+
+    #[test]
+    fn hosts_are_normalized_or_refused() {
+        for (raw, want) in [
+            ("API.Example.com", "api.example.com"),
+            ("api.example.com:8080", "api.example.com"),
+            ("api.example.com.", "api.example.com"),
+            ("api.example.com.:80", "api.example.com"),
+            ("10.0.0.1:80", "10.0.0.1"),
+            ("[::1]:8080", "[::1]"),
+            ("my_host.internal", "my_host.internal"),
+        ] {
+            assert_eq!(normalize_host(raw).as_deref(), Some(want), "{raw}");
+        }
+        for raw in [
+            "",
+            ":80",
+            "x@admin.example.com",
+            "admin.example.com/x",
+            "admin.example.com?x",
+            "admin.example.com#x",
+            "admin.example.com x",
+            "admin.example.com,other",
+            "[zz]junk",
+            "[::1]x",
+            "admin.example.com..",
+            "a..b",
+            "a\"b",
+            "admin.example.com:99999999",
+            "admin.example.com:70000",
+            "admin.example.com:",
+            "a:b:c",
+        ] {
+            assert_eq!(normalize_host(raw), None, "{raw:?} should be refused");
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum PathError {
     Backslash,
     #[error("NUL in path")]
     Nul,
+    #[error("dot segment with parameters in path")]
+    DotSegmentParameters,
 }
 
 /// Returns the canonical form of `path` (no query string):
@@ -29,8 +31,9 @@ pub enum PathError {
 /// - `.` and `..` segments are removed (`..` never climbs above `/`);
 /// - a trailing slash is kept, because backends may treat `/a` and `/a/` differently.
 ///
-/// An encoded slash, a backslash (raw or encoded) or a NUL is refused, since backends
-/// disagree on what they mean.
+/// An encoded slash, a backslash (raw or encoded), a NUL, or a `.` or `..` segment
+/// carrying `;` parameters (`/..;/`, which servlet containers read as `..`) is refused,
+/// since backends disagree on what they mean.
 pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
@@ -40,6 +43,9 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
         return Ok(Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(bytes)?;
+    if decoded.split('/').any(is_dot_segment_with_parameters) {
+        return Err(PathError::DotSegmentParameters);
+    }
     Ok(Cow::Owned(remove_dot_segments(&decoded)))
 }
 
@@ -49,7 +55,7 @@ fn is_canonical(bytes: &[u8]) -> bool {
     let mut prev = 0u8;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
-            b'%' | b'\\' | 0 => return false,
+            b'%' | b'\\' | b';' | 0 => return false,
             b'/' if prev == b'/' => return false,
             b'.' if prev == b'/' => {
                 // "/." starts a dot segment only when followed by '/', end, or ".".
@@ -134,6 +140,16 @@ fn remove_dot_segments(path: &str) -> String {
     out
 }
 
+/// `.;x`, `..;x`, `..%3Bx`: a dot segment once its parameters are stripped.
+fn is_dot_segment_with_parameters(segment: &str) -> bool {
+    let base = match (segment.find(';'), segment.find("%3B")) {
+        (Some(a), Some(b)) => &segment[..a.min(b)],
+        (Some(a), None) | (None, Some(a)) => &segment[..a],
+        (None, None) => return false,
+    };
+    base == "." || base == ".."
+}
+
 fn is_unreserved(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
 }
@@ -176,6 +192,8 @@ mod tests {
             ("/a/.b/..c", "/a/.b/..c"),
             ("/.well-known/x", "/.well-known/x"),
             ("/a%25b", "/a%25b"),
+            ("/a;b=1/c", "/a;b=1/c"),
+            ("/a/..b;x", "/a/..b;x"),
         ];
         for (input, want) in cases {
             assert_eq!(canonicalize(input).unwrap(), want, "input {input:?}");
@@ -195,6 +213,10 @@ mod tests {
             ("/a%zzb", PathError::BadEncoding),
             ("/a%4", PathError::BadEncoding),
             ("/a%", PathError::BadEncoding),
+            ("/public/..;/admin", PathError::DotSegmentParameters),
+            ("/public/x/..%3b/admin", PathError::DotSegmentParameters),
+            ("/public/.;x/admin", PathError::DotSegmentParameters),
+            ("/%2e%2e;/admin", PathError::DotSegmentParameters),
         ];
         for (input, want) in cases {
             assert_eq!(canonicalize(input), Err(want), "input {input:?}");

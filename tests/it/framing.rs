@@ -50,6 +50,11 @@ async fn smuggling_shapes_are_refused_and_close_the_connection() {
         format!("POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
         format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n{smuggled}"),
         format!("GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n{smuggled}"),
+        // Empty lines first, and bare LF line ends: hyper accepts both, so must the check.
+        format!("\r\n\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        format!("POST / HTTP/1.1\nHost: x\nContent-Length: 3\nContent-Length: 3\n\nabc{smuggled}"),
+        // A body hyper cannot frame is the client's fault: 400, not 502.
+        format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n{smuggled}"),
     ];
     let mut failures = Vec::new();
     for bytes in cases {
@@ -59,6 +64,19 @@ async fn smuggling_shapes_are_refused_and_close_the_connection() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test]
+async fn the_check_keeps_following_after_long_chunk_sizes() {
+    let gw = gateway(Limits::default()).await;
+    let out = raw(
+        gw.addr,
+        b"POST /1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000003\r\nabc\r\n0\r\n\r\n\
+          POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        WAIT,
+    )
+    .await;
+    assert_eq!(statuses(&out), [200, 400], "{out}");
 }
 
 #[tokio::test]
@@ -74,6 +92,16 @@ async fn hosts_and_paths_that_are_refused() {
         "GET /a\\b HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /a%00b HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /a%zz HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /public/..;/admin HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /public/x/..%3b/admin HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x@api.example.com\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: api.example.com/x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: api.example.com?x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: api.example.com,other\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: api.example.com..\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: api.example.com:99999999\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: api.example.com:\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [zz]junk\r\n\r\n",
     ] {
         let out = raw(gw.addr, bytes.as_bytes(), WAIT).await;
         assert_eq!(statuses(&out), [400], "for {bytes:?} got: {out}");
@@ -187,6 +215,13 @@ async fn slow_clients_are_cut_off() {
         ..Limits::default()
     };
     let gw = gateway(limits).await;
+
+    // A connection that sends nothing at all.
+    let start = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let _ = read_until_idle(&mut stream, Duration::from_secs(5)).await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
 
     // A head that never ends.
     let start = Instant::now();

@@ -65,6 +65,57 @@ async fn forwarding_headers_describe_this_hop() {
 }
 
 #[tokio::test]
+async fn headers_a_backend_might_trust_are_not_passed_on() {
+    let a = echo("a").await;
+    let gw = TestGateway::start(&route_to("r", a)).await;
+    let out = raw(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close, X-Secret, \xff\r\nX-Secret: s\r\n\
+          Forwarded: for=6.6.6.6;proto=https\r\nX-Real-IP: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\n\
+          X-Forwarded-Port: 443\r\nX-Forwarded-For: 1.1.1.1, \xfe\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    for gone in [
+        "x-secret",
+        "forwarded",
+        "x-real-ip",
+        "x_forwarded_for",
+        "x-forwarded-port",
+    ] {
+        assert!(
+            !out.contains(&format!("\"{gone}\"")),
+            "{gone} reached the backend: {out}"
+        );
+    }
+    assert!(
+        out.contains("1.1.1.1, \u{fffd}, 127.0.0.1"),
+        "the chain is kept: {out}"
+    );
+}
+
+#[tokio::test]
+async fn h2c_upgrades_are_not_forwarded() {
+    let a = echo("a").await;
+    let gw = TestGateway::start(&route_to("r", a)).await;
+    let out = raw(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+          HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(statuses(&out), [200, 200], "{out}");
+    for gone in ["upgrade", "http2-settings"] {
+        assert!(
+            !out.contains(&format!("\"{gone}\"")),
+            "{gone} reached the backend: {out}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn request_ids_are_generated_kept_and_returned() {
     let a = echo("a").await;
     let gw = TestGateway::start(&route_to("r", a)).await;

@@ -191,6 +191,17 @@ async fn redirects() {
         assert_eq!(ans.status, status, "{path}");
         assert_eq!(ans.header("location"), location, "{path}");
     }
+    // The port comes from the authority the request was routed by.
+    let out = raw(
+        gw.addr,
+        b"GET http://b.example.com:9000/old/x HTTP/1.1\r\nHost: a.example.com:8080\r\nConnection: close\r\n\r\n",
+        std::time::Duration::from_secs(2),
+    )
+    .await;
+    assert!(
+        out.contains("location: http://b.example.com:9000/new/x"),
+        "{out}"
+    );
     for code in [303, 307] {
         let yaml = format!(
             "apiVersion: portcullis.dev/v1alpha1\nkind: Route\nmetadata: {{name: r}}\nspec:\n  rules:\n  - filters: {{redirect: {{statusCode: {code}}}}}\n"

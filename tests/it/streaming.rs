@@ -144,6 +144,36 @@ async fn h2c_prior_knowledge_clients_are_served() {
 }
 
 #[tokio::test]
+async fn h2_requests_have_their_header_fields_counted_and_cookies_joined() {
+    let a = echo("a").await;
+    let gw = TestGateway::start(&route_to("r", a)).await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<Bytes>>();
+    let mut req = http::Request::get(gw.url("/"))
+        .body(Default::default())
+        .unwrap();
+    for i in 0..150 {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(),
+            "v".parse().unwrap(),
+        );
+    }
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 431);
+
+    let req = http::Request::get(gw.url("/"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Default::default())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(json["headers"]["cookie"], serde_json::json!(["a=1; b=2"]));
+}
+
+#[tokio::test]
 async fn a_slow_reader_does_not_make_the_gateway_buffer() {
     let a = echo("a").await;
     let gw = TestGateway::start(&route_to("r", a)).await;
