@@ -269,6 +269,10 @@ fn check(config: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if loaded.origins.is_empty() {
+        println!("error: no Route found under {}", config.display());
+        return ExitCode::FAILURE;
+    }
     let snapshot = compile::compile(&loaded.resources, None);
     for p in &snapshot.problems {
         let origin = loaded

@@ -166,8 +166,13 @@ fn find_conflict(
             field: field.clone(),
             reason: Reason::Conflicted,
             message: format!(
-                "host {:?} with this match is already served by Route {winner}, which is older",
-                claim.0
+                "{} with this match is already served by Route {winner}, which comes first \
+                 (older, or alphabetically first when equally old)",
+                if claim.0 == ANY_HOST {
+                    "any host".to_string()
+                } else {
+                    format!("host {:?}", claim.0)
+                }
             ),
         })
     })
@@ -188,6 +193,9 @@ fn age_order(a: &config::Meta, b: &config::Meta) -> std::cmp::Ordering {
 fn parse_time(s: &str) -> Option<std::time::SystemTime> {
     humantime::parse_rfc3339_weak(s).ok()
 }
+
+/// The claim key of Routes without hosts; not a valid host name, so it cannot collide.
+const ANY_HOST: &str = "*any*";
 
 /// One Route, compiled but not yet checked against other Routes.
 struct CompiledRoute {
@@ -302,7 +310,7 @@ fn compile_route(
                 continue;
             }
             let host_keys: Vec<String> = if hosts.is_empty() {
-                vec!["*any*".into()]
+                vec![ANY_HOST.into()]
             } else {
                 hosts.clone()
             };

@@ -92,7 +92,8 @@ fn observe(proxy: &Arc<Proxy>, resp: Response<ProxyBody>, ex: Exchange) -> Respo
                     route,
                     backend = ex.backend.as_deref().unwrap_or("-"),
                     status = status.as_u16(),
-                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    // Whole microseconds, so the value prints without float noise.
+                    duration_ms = elapsed.as_micros() as f64 / 1000.0,
                     bytes,
                     complete,
                     request_id = ex.request_id.to_str().unwrap_or("-"),
