@@ -279,11 +279,10 @@ fn compile_route(
     let mut claims = Vec::new();
     for (ri, rule) in route.spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{ri}]");
-        let Some(action) = compile_action(&label, &key, ri, rule, services, &field, &mut check)
-        else {
-            continue;
-        };
-        let action = Arc::new(action);
+        // A rule whose action is invalid still has its matches checked, so that one run
+        // reports every problem.
+        let action = compile_action(&label, &key, ri, rule, services, &field, &mut check);
+        let action = action.map(Arc::new);
         let default_match = [config::RouteMatch::default()];
         let matches = if rule.matches.is_empty() {
             &default_match[..]
@@ -293,6 +292,9 @@ fn compile_route(
         for (mi, m) in matches.iter().enumerate() {
             let field = format!("{field}.matches[{mi}]");
             let Some((spec, signature)) = compile_match(m, &field, &mut check) else {
+                continue;
+            };
+            let Some(action) = &action else {
                 continue;
             };
             if matches!(
@@ -391,9 +393,10 @@ fn compile_match(
     check: &mut Check<'_, '_>,
 ) -> Option<(MatchSpec, String)> {
     let before = check.problems.len();
-    let (path, path_sig) = match &m.path {
-        None => (PathCond::Prefix("/".into()), "prefix:/".to_string()),
-        Some(p) => compile_path(p, &format!("{field}.path.value"), check)?,
+    // A bad path does not stop the other conditions from being checked.
+    let path = match &m.path {
+        None => Some((PathCond::Prefix("/".into()), "prefix:/".to_string())),
+        Some(p) => compile_path(p, &format!("{field}.path.value"), check),
     };
 
     let method = m.method.as_deref().and_then(|raw| {
@@ -453,6 +456,7 @@ fn compile_match(
         }
     }
 
+    let (path, path_sig) = path?;
     if check.problems.len() > before {
         return None;
     }

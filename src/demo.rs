@@ -33,7 +33,7 @@ pub async fn start(
                 "cannot start the demo backend on {addr}: {e} (is another demo running?)"
             )
         })?;
-        let name = ["users-v1", "users-v2", "orders"]
+        let name = ["users-v1", "users-v2", "orders", "admin"]
             .get(i)
             .map_or_else(|| format!("echo-{i}"), |n| n.to_string());
         tokio::spawn(echo::serve(listener, name));

@@ -35,7 +35,10 @@ pub async fn serve(listener: TcpListener, name: String) {
         let name = name.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| answer(name.clone(), req));
-            let _ = auto::Builder::new(TokioExecutor::new())
+            // Room for what a gateway adds to a client's own headers.
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().max_headers(256);
+            let _ = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });

@@ -247,7 +247,8 @@ fn reload(
 ) {
     match file::load(path) {
         Ok(loaded) if Some(loaded.digest) == *last_digest => {
-            tracing::debug!("configuration files unchanged");
+            // After a refused edit is undone, say that all is well again.
+            tracing::info!("configuration valid and unchanged from what is serving");
         }
         Ok(loaded) => {
             *last_digest = Some(loaded.digest);

@@ -372,6 +372,27 @@ fn one_bad_route_is_rejected_alone_with_field_paths() {
 }
 
 #[test]
+fn every_problem_of_a_route_is_reported_at_once() {
+    let bad = mk_route(
+        "ns",
+        "bad",
+        None,
+        "rules: [{matches: [{path: {value: 'x'}, method: 'G T', headers: [{name: 'a b', value: v}]}], backends: [{address: nope}]}]",
+    );
+    let snap = compile(&mk_resources(vec![bad]), None);
+    let fields: Vec<&str> = snap.problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.rules[0].backends[0].address",
+            "spec.rules[0].matches[0].headers[0].name",
+            "spec.rules[0].matches[0].method",
+            "spec.rules[0].matches[0].path.value",
+        ]
+    );
+}
+
+#[test]
 fn a_rejected_edit_keeps_the_previous_version() {
     let v1 = mk_route(
         "ns",

@@ -55,7 +55,7 @@ fn is_canonical(bytes: &[u8]) -> bool {
     let mut prev = 0u8;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
-            b'%' | b'\\' | b';' | 0 => return false,
+            b'%' | b'\\' | b';' | 0 | 0x80.. => return false,
             b'/' if prev == b'/' => return false,
             b'.' if prev == b'/' => {
                 // "/." starts a dot segment only when followed by '/', end, or ".".
@@ -89,22 +89,19 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
                     b'\\' => return Err(PathError::Backslash),
                     0 => return Err(PathError::Nul),
                     c if is_unreserved(c) => out.push(c as char),
-                    c => {
-                        out.push('%');
-                        out.push(HEX_UPPER[(c >> 4) as usize] as char);
-                        out.push(HEX_UPPER[(c & 0xf) as usize] as char);
-                    }
+                    c => push_escape(&mut out, c),
                 }
                 i += 3;
             }
             b'\\' => return Err(PathError::Backslash),
             0 => return Err(PathError::Nul),
+            // Raw bytes past ASCII (a client sending UTF-8 unencoded) are written as the
+            // escapes they should have been, so both spellings are one path.
+            b if !b.is_ascii() => {
+                push_escape(&mut out, b);
+                i += 1;
+            }
             b => {
-                // Request targets are ASCII (the HTTP parser guarantees it), so a byte
-                // is a char; anything else is refused rather than guessed at.
-                if !b.is_ascii() {
-                    return Err(PathError::BadEncoding);
-                }
                 out.push(b as char);
                 i += 1;
             }
@@ -150,6 +147,12 @@ fn is_dot_segment_with_parameters(segment: &str) -> bool {
     base == "." || base == ".."
 }
 
+fn push_escape(out: &mut String, c: u8) {
+    out.push('%');
+    out.push(HEX_UPPER[(c >> 4) as usize] as char);
+    out.push(HEX_UPPER[(c & 0xf) as usize] as char);
+}
+
 fn is_unreserved(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
 }
@@ -193,6 +196,8 @@ mod tests {
             ("/.well-known/x", "/.well-known/x"),
             ("/a%25b", "/a%25b"),
             ("/a;b=1/c", "/a;b=1/c"),
+            ("/caf\u{e9}", "/caf%C3%A9"),
+            ("/public/caf\u{e9}/../../admin", "/admin"),
             ("/a/..b;x", "/a/..b;x"),
         ];
         for (input, want) in cases {

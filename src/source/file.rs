@@ -238,7 +238,7 @@ pub fn parse_into(file: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec
                                 Some("metadata.name".into()),
                                 None,
                                 format!(
-                                    "Route {key} is defined twice; first in {}",
+                                    "Route {key} is defined twice; also in {}",
                                     loaded.origins[&key]
                                 ),
                             ));
