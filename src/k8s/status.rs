@@ -11,6 +11,7 @@ use crate::{
     config::{ObjectKey, API_VERSION},
     metrics::Metrics,
 };
+use futures_util::StreamExt;
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
@@ -35,6 +36,9 @@ pub const FIELD_MANAGER: &str = "portcullis";
 
 /// How long one status write may take before it counts as failed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Status writes in flight at once.
+const WRITE_CONCURRENCY: usize = 8;
 
 /// How often a leader rechecks status even without a new snapshot, so that a replica
 /// that just became leader catches up and a failed write is retried.
@@ -166,6 +170,7 @@ pub async fn run_writer(
         let Some(c) = compiled.borrow_and_update().clone() else {
             continue;
         };
+        let mut todo = Vec::new();
         for entry in &c.routes {
             let key = entry.resource.meta.key();
             let mut desired = desired_conditions(entry, &c.snapshot, Timestamp::now());
@@ -180,18 +185,40 @@ pub async fn run_writer(
             if same(&desired, &current) || written.get(&key).is_some_and(|w| same(&desired, w)) {
                 continue;
             }
-            let result = write(&client, &key, &desired).await;
+            todo.push((entry.clone(), key, desired));
+        }
+        if todo.is_empty() {
+            continue;
+        }
+
+        // A few writes at a time: thousands of Routes on a first start take seconds,
+        // not minutes, without flooding the API server.
+        let results: Vec<_> = futures_util::stream::iter(todo)
+            .map(|(entry, key, desired)| {
+                let client = client.clone();
+                async move {
+                    let result = write(&client, &key, &desired).await;
+                    (entry, key, desired, result)
+                }
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut ok = 0;
+        for (entry, key, desired, result) in results {
             let outcome = if result.is_ok() { "ok" } else { "error" };
             metrics.status_writes.with_label_values(&[outcome]).inc();
             match result {
                 Ok(()) => {
-                    tracing::info!(route = %key, "status patched");
-                    written.insert(key.clone(), desired.clone());
+                    tracing::debug!(route = %key, "status patched");
+                    written.insert(key, desired.clone());
+                    ok += 1;
                 }
                 Err(error) => tracing::warn!(route = %key, %error, "status patch failed"),
             }
-            announce(&recorder, entry, &desired, &mut announced).await;
+            announce(&recorder, &entry, &desired, &mut announced).await;
         }
+        tracing::info!(routes = ok, "status written");
     }
 }
 

@@ -149,11 +149,17 @@ fn publish(
         .config_reloads
         .with_label_values(&["accepted"])
         .inc();
-    tracing::info!(
-        routes = next.routes.len(),
-        rejected = rejected.len(),
-        "configuration accepted"
-    );
+    // Endpoints churn all day; only a change in what is served or refused is news.
+    let prev_rejected: BTreeSet<_> = previous.rejections().map(|p| &p.object).collect();
+    if next.routes.len() != previous.routes.len() || rejected != prev_rejected {
+        tracing::info!(
+            routes = next.routes.len(),
+            rejected = rejected.len(),
+            "configuration accepted"
+        );
+    } else {
+        tracing::debug!(routes = next.routes.len(), "configuration updated");
+    }
     snapshot.store(next.clone());
     let routes = index.routes().cloned().collect();
     let _ = compiled_tx.send(Some(Compiled {
