@@ -8,7 +8,11 @@ cd "$(dirname "$0")/.."
 die() { echo "e2e: $*" >&2; exit 1; }
 [[ $EUID -eq 0 ]] || die "needs root (it creates a network namespace); run: sudo bash e2e/run.sh"
 command -v kubectl >/dev/null || die "kubectl is not installed"
-command -v openssl >/dev/null || { apt-get install -y -qq openssl >/dev/null || die "openssl is missing"; }
+command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; } \
+    || die "openssl is missing and could not be installed"
+command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; } \
+    || die "ip (iproute2) is missing and could not be installed"
+command -v go >/dev/null || die "Go is not installed (it builds kube-apiserver and etcd)"
 
 NS="pc-e2e-$$"
 DIR="$(mktemp -d /tmp/portcullis-e2e.XXXXXX)"
