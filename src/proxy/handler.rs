@@ -115,14 +115,12 @@ async fn route_and_forward(
     // Phase 2: the target.
     let max_uri = proxy.limits.max_uri_bytes;
     let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-    ex.path = req.uri().path().chars().take(256).collect();
     if target_len > max_uri {
         return Err(GatewayError::UriTooLong(max_uri));
     }
     let raw_host = request_host(&req)
         .ok_or(GatewayError::BadRequest("missing or invalid Host"))?
         .into_owned();
-    ex.host.clone_from(&raw_host);
     let host = routing::normalize_host(&raw_host)
         .ok_or(GatewayError::BadRequest("invalid Host"))?
         .into_owned();
@@ -130,8 +128,12 @@ async fn route_and_forward(
         .map_err(|e| GatewayError::BadRequest(path_error_text(e)))?
         .into_owned();
     let query = req.uri().query().map(str::to_owned);
-    ex.host.clone_from(&host);
-    ex.path.clone_from(&canonical);
+    // Only validated values reach the access log, so a client cannot forge its fields;
+    // and only when there is an access log to write.
+    if proxy.access_log {
+        ex.host.clone_from(&host);
+        ex.path.clone_from(&canonical);
+    }
 
     // Phase 3: the rule. The snapshot guard is dropped before any await.
     let (action, matched_prefix) = {

@@ -52,6 +52,15 @@ async fn serve_logs_json_and_drains_on_sigterm() {
     };
     let addr = serving["listen_addr"].as_str().unwrap().to_string();
 
+    // A Host made to look like more log fields is refused, and stays out of the log.
+    let forged = raw(
+        addr.parse().unwrap(),
+        b"GET / HTTP/1.1\r\nHost: x route=\"default/admin\" status=200\r\n\r\n",
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(forged.starts_with("HTTP/1.1 400"), "{forged}");
+
     // A slow request in flight when SIGTERM arrives still gets its answer.
     let url = format!("http://{addr}/slow?delayMs=700");
     let in_flight = tokio::spawn(async move { get(&url, &[("x-request-id", "drain-1")]).await });
@@ -70,12 +79,17 @@ async fn serve_logs_json_and_drains_on_sigterm() {
         .unwrap();
     assert!(status.success(), "exit status {status}");
 
+    let mut refused = None;
     let access = loop {
         let event = next_json(&mut lines).await;
-        if event["target"] == "access" {
+        if event["target"] == "access" && event["status"] == 400 {
+            refused = Some(event);
+        } else if event["target"] == "access" {
             break event;
         }
     };
+    let refused = refused.expect("the refused request is logged");
+    assert_eq!(refused["host"], "", "{refused}");
     assert_eq!(access["request_id"], "drain-1");
     assert_eq!(access["status"], 200);
     assert_eq!(access["route"], "default/r");
