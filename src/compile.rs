@@ -127,7 +127,7 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
 
     // Older objects claim host and match pairs first, so the winner of a conflict is the
     // same on every replica, whatever order the objects arrived in.
-    candidates.sort_by(|(a, _), (b, _)| age_order(&a.meta, &b.meta));
+    candidates.sort_by_cached_key(|(r, _)| age_key(&r.meta));
     let mut claimed: HashMap<(String, String), ObjectKey> = HashMap::new();
     let mut specs = Vec::new();
     let mut routes = BTreeMap::new();
@@ -178,16 +178,17 @@ fn find_conflict(
     })
 }
 
-fn age_order(a: &config::Meta, b: &config::Meta) -> std::cmp::Ordering {
-    let ta = a.creation_timestamp.as_deref().and_then(parse_time);
-    let tb = b.creation_timestamp.as_deref().and_then(parse_time);
-    match (ta, tb) {
-        (Some(x), Some(y)) => x.cmp(&y),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => std::cmp::Ordering::Equal,
-    }
-    .then_with(|| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)))
+/// Sorts older objects first, objects without a creation time last, then by namespace
+/// and name. Computed once per object: parsing times inside the comparison would parse
+/// each one many times over.
+fn age_key(meta: &config::Meta) -> (bool, Option<std::time::SystemTime>, String, String) {
+    let created = meta.creation_timestamp.as_deref().and_then(parse_time);
+    (
+        created.is_none(),
+        created,
+        meta.namespace.clone(),
+        meta.name.clone(),
+    )
 }
 
 fn parse_time(s: &str) -> Option<std::time::SystemTime> {
