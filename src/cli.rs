@@ -37,6 +37,10 @@ enum Command {
         /// A YAML file or a folder of them.
         #[arg(long, env = "PORTCULLIS_CONFIG")]
         config: PathBuf,
+        /// Check the certificates Routes name, from this folder (as for `serve`);
+        /// without it they are not checked.
+        #[arg(long, env = "PORTCULLIS_SECRETS_DIR")]
+        secrets_dir: Option<PathBuf>,
     },
     /// Print the CustomResourceDefinitions of the resources the gateway reads.
     Crds,
@@ -83,6 +87,22 @@ struct ServeArgs {
     /// Address for traffic.
     #[arg(long, default_value = "0.0.0.0:8080", env = "PORTCULLIS_LISTEN")]
     listen: SocketAddr,
+    /// Address for HTTPS traffic.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "PORTCULLIS_LISTEN_TLS")]
+    listen_tls: SocketAddr,
+    /// Serve no HTTPS listener.
+    #[arg(long)]
+    no_tls: bool,
+    /// With --config, the folder of certificate folders that Routes name in
+    /// `tls.certificateRef` and `tls.clientCertificate.caRef`: `NAME/tls.crt`,
+    /// `NAME/tls.key` and `NAME/ca.crt`, as a mounted Secret lays them out.
+    #[arg(long, env = "PORTCULLIS_SECRETS_DIR", requires = "config")]
+    secrets_dir: Option<PathBuf>,
+    /// The certificate for handshakes that name no host, or a host no Route covers
+    /// (when it is valid for that name): `namespace/name` of a Secret with --kube, a
+    /// folder of --secrets-dir with --config.
+    #[arg(long, env = "PORTCULLIS_DEFAULT_CERTIFICATE")]
+    default_certificate: Option<String>,
     /// Address for /healthz, /readyz, /metrics and /config.
     #[arg(long, default_value = "127.0.0.1:9901", env = "PORTCULLIS_ADMIN")]
     admin: SocketAddr,
@@ -157,7 +177,10 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         telemetry::init(self.log_format);
         match self.command {
-            Command::Check { config } => check(&config),
+            Command::Check {
+                config,
+                secrets_dir,
+            } => check(&config, secrets_dir.as_deref()),
             Command::Crds => print_crds(),
             Command::Serve(args) => {
                 let ServeArgs {
@@ -167,12 +190,26 @@ impl Cli {
                     lease_namespace,
                     lease_name,
                     listen,
+                    listen_tls,
+                    no_tls,
+                    secrets_dir,
+                    default_certificate,
                     admin,
                     workers,
                     access_log,
                     drain_period,
                     limits,
                 } = args;
+                let default_certificate = match default_certificate
+                    .map(|r| secret_ref(&r, kube))
+                    .transpose()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("error: --default-certificate: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
                 let source = match (config, kube) {
                     (Some(path), false) => gateway::Source::Files(path),
                     _ => gateway::Source::Kube(gateway::KubeOptions {
@@ -185,7 +222,10 @@ impl Cli {
                 let opts = gateway::Options {
                     source,
                     listen,
+                    listen_tls: (!no_tls).then_some(listen_tls),
                     admin,
+                    secrets_dir,
+                    default_certificate,
                     limits: limits.into_limits(),
                     drain: drain_period,
                     access_log,
@@ -196,7 +236,10 @@ impl Cli {
                 let opts = gateway::Options {
                     source: gateway::Source::Files(PathBuf::new()),
                     listen,
+                    listen_tls: None,
                     admin,
+                    secrets_dir: None,
+                    default_certificate: None,
                     limits: Limits::default(),
                     drain: Duration::from_secs(1),
                     access_log: true,
@@ -256,10 +299,33 @@ fn print_crds() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `namespace/name`; with files a bare folder name is accepted too.
+fn secret_ref(text: &str, kube: bool) -> Result<crate::config::ObjectKey, String> {
+    let (namespace, name) = match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() => (ns, name),
+        None if !kube => ("", text),
+        _ => return Err(format!("{text:?} is not namespace/name")),
+    };
+    if name.is_empty() || name.contains('/') {
+        return Err(format!("{text:?} is not namespace/name"));
+    }
+    Ok(crate::config::ObjectKey {
+        namespace: namespace.into(),
+        name: name.into(),
+    })
+}
+
 /// Prints every problem; exit code 1 when there is any.
 #[allow(clippy::print_stdout)] // the report is the command's output
-fn check(config: &std::path::Path) -> ExitCode {
-    let loaded = match file::load(config) {
+fn check(config: &std::path::Path, secrets_dir: Option<&std::path::Path>) -> ExitCode {
+    let loaded = file::load(config).and_then(|mut l| {
+        if let Some(dir) = secrets_dir {
+            file::load_secrets(dir, &mut l)?;
+            l.resources.now = Some(std::time::SystemTime::now());
+        }
+        Ok(l)
+    });
+    let loaded = match loaded {
         Ok(l) => l,
         Err(errors) => {
             for e in &errors {
@@ -273,7 +339,16 @@ fn check(config: &std::path::Path) -> ExitCode {
         println!("error: no Route found under {}", config.display());
         return ExitCode::FAILURE;
     }
-    let snapshot = compile::compile(&loaded.resources, None);
+    let mut snapshot = compile::compile(&loaded.resources, None);
+    if secrets_dir.is_none() {
+        let before = snapshot.problems.len();
+        snapshot
+            .problems
+            .retain(|p| p.reason != compile::Reason::InvalidCertificateRef);
+        if snapshot.problems.len() != before {
+            println!("note: certificates not checked; pass --secrets-dir to check them");
+        }
+    }
     for p in &snapshot.problems {
         let origin = loaded
             .origins

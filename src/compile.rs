@@ -6,6 +6,7 @@
 use crate::{
     config::{self, ObjectKey, Resource, Resources, RouteSpec},
     routing::{self, path::canonicalize, EntryOrder, EntrySpec, PathCond, Router, ValueCond},
+    tls::{self, TlsTable},
 };
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use regex::Regex;
@@ -22,6 +23,8 @@ pub struct Snapshot {
     /// The Routes that serve, by key: each the version given, or a previous good one.
     pub routes: BTreeMap<ObjectKey, Resource<RouteSpec>>,
     pub problems: Vec<Problem>,
+    /// Certificates by host, for the TLS listener.
+    pub tls: TlsTable,
     /// Every regular expression the table uses, for the next compile to reuse.
     regexes: HashMap<String, Regex>,
 }
@@ -49,6 +52,10 @@ pub enum Reason {
     /// A referenced Service or port does not exist; the object is served and the
     /// affected backend answers 503 (`ResolvedRefs=False`).
     BackendNotFound,
+    /// A certificate or client CA is missing, does not load, or does not cover a host;
+    /// plain HTTP is served, and the hosts affected get no certificate
+    /// (`ResolvedRefs=False`).
+    InvalidCertificateRef,
 }
 
 // === impl Problem ===
@@ -78,6 +85,7 @@ impl Snapshot {
             router: Router::default(),
             routes: BTreeMap::new(),
             problems: Vec::new(),
+            tls: TlsTable::default(),
             regexes: HashMap::new(),
         }
     }
@@ -131,6 +139,7 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
     let mut claimed: HashMap<(String, String), ObjectKey> = HashMap::new();
     let mut specs = Vec::new();
     let mut routes = BTreeMap::new();
+    let mut oldest_first = Vec::new();
     for (route, compiled) in candidates {
         let key = route.meta.key();
         if let Some(problem) = find_conflict(&key, &compiled, &claimed) {
@@ -141,14 +150,22 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
             claimed.insert(claim.clone(), key.clone());
         }
         specs.extend(compiled.entries);
+        oldest_first.push(key.clone());
         routes.insert(key, route);
     }
+    let tls = tls::build(
+        resources,
+        oldest_first.iter().map(|k| &routes[k]),
+        previous.map(|p| &p.tls),
+        &mut problems,
+    );
 
     problems.sort_by(|a, b| (&a.object, &a.field).cmp(&(&b.object, &b.field)));
     Snapshot {
         router: Router::build(specs),
         routes,
         problems,
+        tls,
         regexes: regexes.built,
     }
 }
@@ -272,6 +289,12 @@ fn compile_route(
         .and_then(parse_time);
 
     let hosts = compile_hosts(&route.spec.hosts, &mut check);
+    let https = route.spec.tls.as_ref().and_then(|tls| {
+        if route.spec.hosts.is_empty() {
+            check.invalid("spec.tls", "tls needs at least one host in spec.hosts");
+        }
+        compile_https(tls, &mut check).map(Arc::new)
+    });
     if route.spec.rules.is_empty() {
         check.invalid("spec.rules", "at least one rule is required");
     }
@@ -283,7 +306,10 @@ fn compile_route(
         // A rule whose action is invalid still has its matches checked, so that one run
         // reports every problem.
         let action = compile_action(&label, &key, ri, rule, services, &field, &mut check);
-        let action = action.map(Arc::new);
+        let action = action.map(|mut a| {
+            a.https.clone_from(&https);
+            Arc::new(a)
+        });
         let default_match = [config::RouteMatch::default()];
         let matches = if rule.matches.is_empty() {
             &default_match[..]
@@ -343,6 +369,43 @@ fn compile_route(
 
     let rejected = check.problems[before..].iter().any(Problem::rejects);
     (!rejected).then_some(CompiledRoute { entries, claims })
+}
+
+fn compile_https(tls: &config::RouteTls, check: &mut Check<'_, '_>) -> Option<routing::RouteHttps> {
+    let redirect = match &tls.http_redirect {
+        None => None,
+        Some(r) => match r.status_code.unwrap_or(308) {
+            code @ (301 | 302 | 307 | 308) => Some((
+                StatusCode::from_u16(code).expect("listed codes are valid"),
+                r.port,
+            )),
+            other => {
+                check.invalid(
+                    "spec.tls.httpRedirect.statusCode",
+                    format!("{other} is not one of 301, 302, 307, 308"),
+                );
+                return None;
+            }
+        },
+    };
+    let hsts = tls.hsts.as_ref().map(|h| {
+        let mut v = format!("max-age={}", h.max_age_seconds);
+        if h.include_sub_domains {
+            v.push_str("; includeSubDomains");
+        }
+        if h.preload {
+            v.push_str("; preload");
+        }
+        HeaderValue::from_str(&v).expect("digits and fixed words")
+    });
+    Some(routing::RouteHttps {
+        redirect,
+        hsts,
+        client_cert_required: tls
+            .client_certificate
+            .as_ref()
+            .is_some_and(|c| c.mode == config::ClientCertificateMode::Require),
+    })
 }
 
 /// Validates and lower-cases host patterns.
@@ -650,6 +713,7 @@ fn compile_action(
         kind: kind?,
         timeout: rule.timeouts.request.map(|d| d.0),
         max_body_bytes: rule.max_request_body_bytes,
+        https: None,
     })
 }
 

@@ -4,6 +4,7 @@
 use crate::{
     admin::{self, AdminState},
     compile::{self, Snapshot},
+    config::ObjectKey,
     k8s,
     metrics::Metrics,
     proxy::{self, Limits, Proxy, SharedSnapshot, Shutdown},
@@ -13,7 +14,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{atomic::AtomicBool, Arc},
     time::Duration,
 };
@@ -27,7 +28,15 @@ const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 pub struct Options {
     pub source: Source,
     pub listen: SocketAddr,
+    /// The HTTPS listener; none when `None`.
+    pub listen_tls: Option<SocketAddr>,
     pub admin: SocketAddr,
+    /// File mode: the folder of Secret folders (`NAME/tls.crt`, `NAME/tls.key`,
+    /// `NAME/ca.crt`) that Routes name in `tls`.
+    pub secrets_dir: Option<PathBuf>,
+    /// The certificate for handshakes that name no host or one no Route covers:
+    /// `namespace/name` of a Secret, or in file mode a folder of `secrets_dir`.
+    pub default_certificate: Option<ObjectKey>,
     pub limits: Limits,
     pub drain: Duration,
     pub access_log: bool,
@@ -56,11 +65,12 @@ pub struct KubeOptions {
 /// A running gateway.
 pub struct Gateway {
     pub listen_addr: SocketAddr,
+    pub listen_tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub snapshot: SharedSnapshot,
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
-    proxy_task: JoinHandle<()>,
+    proxy_tasks: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -82,11 +92,16 @@ impl Gateway {
 
         match &opts.source {
             Source::Files(path) => {
-                let loaded = file::load(path).map_err(InvalidConfig)?;
+                let inputs = FileInputs {
+                    path: path.clone(),
+                    secrets_dir: opts.secrets_dir.clone(),
+                    default_certificate: opts.default_certificate.clone(),
+                };
+                let loaded = inputs.load().map_err(InvalidConfig)?;
                 install(&snapshot, &metrics, &loaded);
                 ready.store(true, std::sync::atomic::Ordering::Release);
                 background.push(tokio::spawn(watch_files(
-                    path.clone(),
+                    inputs,
                     snapshot.clone(),
                     metrics.clone(),
                     loaded.digest,
@@ -96,7 +111,14 @@ impl Gateway {
                 let client = kube::Client::try_default().await.context(
                     "connecting to the cluster (in-cluster configuration or KUBECONFIG)",
                 )?;
-                background.extend(start_kube(client, kube_opts, &snapshot, &metrics, &ready));
+                background.extend(start_kube(
+                    client,
+                    kube_opts,
+                    opts.default_certificate.clone(),
+                    &snapshot,
+                    &metrics,
+                    &ready,
+                ));
             }
         }
 
@@ -106,8 +128,17 @@ impl Gateway {
         let admin_listener = TcpListener::bind(opts.admin)
             .await
             .with_context(|| format!("binding the admin listener on {}", opts.admin))?;
+        let tls_listener = match opts.listen_tls {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the TLS listener on {addr}"))?,
+            ),
+        };
         let listen_addr = listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
+        let listen_tls_addr = tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
 
         let (shutdown, shutdown_rx) = Shutdown::new();
         let proxy = Proxy::new(
@@ -116,7 +147,21 @@ impl Gateway {
             opts.limits.clone(),
             opts.access_log,
         );
-        let proxy_task = tokio::spawn(proxy::serve(listener, proxy, shutdown_rx, opts.drain));
+        let mut proxy_tasks = Vec::new();
+        if let Some(tls_listener) = tls_listener {
+            proxy_tasks.push(tokio::spawn(proxy::serve_tls(
+                tls_listener,
+                proxy.clone(),
+                shutdown_rx.clone(),
+                opts.drain,
+            )));
+        }
+        proxy_tasks.push(tokio::spawn(proxy::serve(
+            listener,
+            proxy,
+            shutdown_rx,
+            opts.drain,
+        )));
         let admin_state = AdminState {
             snapshot: snapshot.clone(),
             metrics: metrics.clone(),
@@ -124,14 +169,15 @@ impl Gateway {
         };
         background.push(tokio::spawn(admin::serve(admin_listener, admin_state)));
 
-        tracing::info!(%listen_addr, %admin_addr, source = ?opts.source, "serving");
+        tracing::info!(%listen_addr, ?listen_tls_addr, %admin_addr, source = ?opts.source, "serving");
         Ok(Gateway {
             listen_addr,
+            listen_tls_addr,
             admin_addr,
             snapshot,
             metrics,
             shutdown,
-            proxy_task,
+            proxy_tasks,
             background,
         })
     }
@@ -140,7 +186,9 @@ impl Gateway {
     /// stops everything else.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.proxy_task.await;
+        for task in self.proxy_tasks {
+            let _ = task.await;
+        }
         for task in self.background {
             task.abort();
         }
@@ -151,6 +199,7 @@ impl Gateway {
 fn start_kube(
     client: kube::Client,
     opts: &KubeOptions,
+    default_certificate: Option<ObjectKey>,
     snapshot: &SharedSnapshot,
     metrics: &Arc<Metrics>,
     ready: &Arc<AtomicBool>,
@@ -165,6 +214,7 @@ fn start_kube(
             metrics.clone(),
             ready.clone(),
             compiled_tx,
+            default_certificate,
         )),
         tokio::spawn(k8s::lease::run(
             client.clone(),
@@ -187,6 +237,10 @@ fn start_kube(
 fn install(snapshot: &SharedSnapshot, metrics: &Metrics, loaded: &file::Loaded) {
     let previous = snapshot.load();
     let next = compile::compile(&loaded.resources, Some(&previous));
+    metrics.observe_tls(&next.tls);
+    if let Some(why) = &next.tls.default_problem {
+        tracing::error!("the default certificate is not served: {why}");
+    }
     for problem in &next.problems {
         let origin = loaded
             .origins
@@ -220,32 +274,68 @@ fn install(snapshot: &SharedSnapshot, metrics: &Metrics, loaded: &file::Loaded) 
     snapshot.store(Arc::new(next));
 }
 
-/// Reloads on every change under `path`; a load that fails keeps the current snapshot.
-/// `digest` is that of the files already being served.
-async fn watch_files(path: PathBuf, snapshot: SharedSnapshot, metrics: Arc<Metrics>, digest: u64) {
+/// What file mode reads: the configuration, and the Secret folders its Routes name.
+struct FileInputs {
+    path: PathBuf,
+    secrets_dir: Option<PathBuf>,
+    default_certificate: Option<ObjectKey>,
+}
+
+impl FileInputs {
+    fn load(&self) -> Result<file::Loaded, Vec<file::LoadError>> {
+        let mut loaded = file::load(&self.path)?;
+        if let Some(dir) = &self.secrets_dir {
+            file::load_secrets(dir, &mut loaded)?;
+        }
+        loaded
+            .resources
+            .default_certificate
+            .clone_from(&self.default_certificate);
+        loaded.resources.now = Some(std::time::SystemTime::now());
+        Ok(loaded)
+    }
+}
+
+/// Reloads on every change under the configuration or the secrets folder; a load that
+/// fails keeps the current snapshot. `digest` is that of the files already being served.
+async fn watch_files(
+    inputs: FileInputs,
+    snapshot: SharedSnapshot,
+    metrics: Arc<Metrics>,
+    digest: u64,
+) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-    let _watcher = match file::watch(&path, tx) {
-        Ok(w) => w,
+    let mut watchers = Vec::new();
+    match file::watch(&inputs.path, tx.clone()) {
+        Ok(w) => watchers.push(w),
         Err(error) => {
-            tracing::error!(%error, path = %path.display(), "cannot watch the configuration; changes will not be picked up");
+            tracing::error!(%error, path = %inputs.path.display(), "cannot watch the configuration; changes will not be picked up");
             return;
         }
-    };
+    }
+    if let Some(dir) = &inputs.secrets_dir {
+        match file::watch_all(dir, tx) {
+            Ok(w) => watchers.push(w),
+            Err(error) => {
+                tracing::error!(%error, path = %dir.display(), "cannot watch the secrets folder; renewed certificates will not be picked up");
+            }
+        }
+    }
     let mut last_digest = Some(digest);
     while rx.recv().await.is_some() {
         tokio::time::sleep(RELOAD_DEBOUNCE).await;
         while rx.try_recv().is_ok() {}
-        reload(&path, &snapshot, &metrics, &mut last_digest);
+        reload(&inputs, &snapshot, &metrics, &mut last_digest);
     }
 }
 
 fn reload(
-    path: &Path,
+    inputs: &FileInputs,
     snapshot: &SharedSnapshot,
     metrics: &Metrics,
     last_digest: &mut Option<u64>,
 ) {
-    match file::load(path) {
+    match inputs.load() {
         Ok(loaded) if Some(loaded.digest) == *last_digest => {
             // After a refused edit is undone, say that all is well again.
             tracing::info!("configuration valid and unchanged from what is serving");

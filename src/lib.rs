@@ -4,7 +4,8 @@
 //! The modules follow the flow of a configuration change and of a request:
 //! [`config`] holds the resources users write, [`source`] reads them from files,
 //! [`compile`] turns them into an immutable [`compile::Snapshot`] whose
-//! [`routing::Router`] the [`proxy`] consults for every request. [`admin`] serves health,
+//! [`routing::Router`] the [`proxy`] consults for every request, and whose
+//! [`tls::TlsTable`] picks the certificate of each TLS handshake. [`admin`] serves health,
 //! metrics and the current configuration; [`echo`] is a small backend for tests and demos.
 
 pub mod admin;
@@ -20,3 +21,4 @@ pub mod proxy;
 pub mod routing;
 pub mod source;
 pub mod telemetry;
+pub mod tls;

@@ -28,6 +28,12 @@ pub struct Metrics {
     pub open_connections: IntGauge,
     /// Status writes to the cluster by `result`: `ok` or `error`.
     pub status_writes: IntCounterVec,
+    /// TLS handshakes by `result`: `ok`, `unknown_name` (no certificate for the name
+    /// asked), `failed` (including a missing or refused client certificate) or
+    /// `timeout`.
+    pub tls_handshakes: IntCounterVec,
+    /// `notAfter` of each certificate in use, as Unix seconds, by `secret`.
+    pub tls_certificate_not_after: IntGaugeVec,
 }
 
 impl Metrics {
@@ -84,6 +90,20 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new("tls_handshakes_total", "TLS handshakes by result"),
+            &["result"],
+        )
+        .expect("valid metric");
+        let tls_certificate_not_after = IntGaugeVec::new(
+            Opts::new(
+                "tls_certificate_not_after_seconds",
+                "Expiry of each certificate in use, as Unix time",
+            ),
+            &["secret"],
+        )
+        .expect("valid metric");
+
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -92,6 +112,8 @@ impl Metrics {
             Box::new(config_rejected_objects.clone()),
             Box::new(open_connections.clone()),
             Box::new(status_writes.clone()),
+            Box::new(tls_handshakes.clone()),
+            Box::new(tls_certificate_not_after.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -104,6 +126,22 @@ impl Metrics {
             config_rejected_objects,
             open_connections,
             status_writes,
+            tls_handshakes,
+            tls_certificate_not_after,
+        }
+    }
+
+    /// Replaces the expiry gauges with those of the certificates `table` serves.
+    pub fn observe_tls(&self, table: &crate::tls::TlsTable) {
+        self.tls_certificate_not_after.reset();
+        for cert in table.certificates() {
+            let secret = match cert.secret.namespace.as_str() {
+                "" => cert.secret.name.clone(),
+                _ => cert.secret.to_string(),
+            };
+            self.tls_certificate_not_after
+                .with_label_values(&[secret.as_str()])
+                .set(cert.not_after);
         }
     }
 

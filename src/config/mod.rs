@@ -78,6 +78,22 @@ pub struct Resources {
     /// Endpoints of each Service port, already merged and filtered for readiness by
     /// the source that watched them.
     pub services: std::collections::BTreeMap<ObjectKey, ServiceEndpoints>,
+    /// The TLS material of Secrets, by key. File mode loads folders with an empty
+    /// namespace, which any Route may name.
+    pub secrets: std::collections::BTreeMap<ObjectKey, SecretData>,
+    /// The certificate for handshakes that name no host, or a host no Route covers.
+    pub default_certificate: Option<ObjectKey>,
+    /// The time certificates are checked against; `None` leaves validity dates
+    /// unchecked.
+    pub now: Option<std::time::SystemTime>,
+}
+
+/// The keys of a Secret that TLS reads, each as PEM bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretData {
+    pub tls_crt: Option<std::sync::Arc<[u8]>>,
+    pub tls_key: Option<std::sync::Arc<[u8]>>,
+    pub ca_crt: Option<std::sync::Arc<[u8]>>,
 }
 
 /// The ready endpoints of one Service, by port.

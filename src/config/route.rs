@@ -13,6 +13,10 @@ const HOST_PATTERN: &str =
 /// Routes requests for some hosts to backends, rule by rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.tls) || (has(self.hosts) && size(self.hosts) > 0)",
+    "message": "tls needs at least one host"
+}]))]
 pub struct RouteSpec {
     /// Host names this Route serves: exact (`api.example.com`) or with a leading
     /// wildcard label (`*.example.com`, which matches one or more labels). Empty means
@@ -23,6 +27,81 @@ pub struct RouteSpec {
     /// The rules, tried in the documented precedence order.
     #[schemars(length(min = 1, max = 64))]
     pub rules: Vec<RouteRule>,
+    /// HTTPS for every host of this Route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RouteTls>,
+}
+
+/// The certificate of a Route's hosts and what HTTPS means for them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteTls {
+    /// A Secret in the Route's namespace holding `tls.crt` (the chain, leaf first) and
+    /// `tls.key`, as a `kubernetes.io/tls` Secret does. In file mode, the folder of that
+    /// name under `--secrets-dir`, laid out like a mounted Secret.
+    pub certificate_ref: SecretRef,
+    /// Answer plain-HTTP requests with a redirect to HTTPS instead of serving them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_redirect: Option<HttpsRedirect>,
+    /// Send `Strict-Transport-Security` on HTTPS responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<Hsts>,
+    /// Ask clients for a certificate signed by a given CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpsRedirect {
+    /// 301, 302, 307 or 308 (default, which keeps the method and body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [301, 302, 307, 308]))]
+    pub status_code: Option<u16>,
+    /// The HTTPS port clients reach; written into the location unless it is 443.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hsts {
+    /// How long browsers keep to HTTPS, in seconds; 0 tells them to forget.
+    #[schemars(range(max = 63_072_000))]
+    pub max_age_seconds: u64,
+    #[serde(default)]
+    pub include_sub_domains: bool,
+    #[serde(default)]
+    pub preload: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientCertificate {
+    /// A Secret whose `ca.crt` holds the CA certificates that sign accepted client
+    /// certificates (file mode: `ca.crt` in that folder).
+    pub ca_ref: SecretRef,
+    #[serde(default)]
+    pub mode: ClientCertificateMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ClientCertificateMode {
+    /// The handshake fails without a valid client certificate, and plain HTTP is
+    /// refused with 403.
+    #[default]
+    Require,
+    /// A certificate is asked for; one that is sent must be valid. Requests without
+    /// one reach the backend with no client certificate header.
+    Optional,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

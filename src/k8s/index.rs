@@ -6,9 +6,12 @@
 
 use super::api::{ObjectStatus, Route};
 use crate::config::{
-    Meta, ObjectKey, Resource, Resources, RouteSpec, ServiceEndpoints, ServicePort,
+    Meta, ObjectKey, Resource, Resources, RouteSpec, SecretData, ServiceEndpoints, ServicePort,
 };
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::{
+    core::v1::{Secret, Service},
+    discovery::v1::EndpointSlice,
+};
 use kube::ResourceExt;
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -24,6 +27,16 @@ pub struct Index {
     routes: BTreeMap<ObjectKey, RouteEntry>,
     services: BTreeMap<ObjectKey, Vec<ServicePortSpec>>,
     slices: BTreeMap<ObjectKey, Slice>,
+    secrets: BTreeMap<ObjectKey, SecretData>,
+}
+
+/// A Secret reduced to the keys TLS reads, done as it arrives so that large Secrets of
+/// other kinds are never held.
+#[derive(Clone, Debug)]
+pub struct SecretEntry {
+    pub key: ObjectKey,
+    /// `None` when it has none of `tls.crt`, `tls.key` and `ca.crt`.
+    pub data: Option<SecretData>,
 }
 
 /// A Route as the compile step and the status writer need it.
@@ -136,6 +149,29 @@ impl Index {
         changed(before != self.slices)
     }
 
+    pub fn apply_secret(&mut self, secret: &SecretEntry) -> Changed {
+        match &secret.data {
+            Some(data) => {
+                let old = self.secrets.insert(secret.key.clone(), data.clone());
+                changed(old.as_ref() != Some(data))
+            }
+            None => changed(self.secrets.remove(&secret.key).is_some()),
+        }
+    }
+
+    pub fn delete_secret(&mut self, secret: &SecretEntry) -> Changed {
+        changed(self.secrets.remove(&secret.key).is_some())
+    }
+
+    pub fn reset_secrets(&mut self, namespace: Option<&str>, secrets: &[SecretEntry]) -> Changed {
+        let before = self.secrets.clone();
+        self.secrets.retain(|k, _| !in_scope(k, namespace));
+        for s in secrets {
+            self.apply_secret(s);
+        }
+        changed(before != self.secrets)
+    }
+
     pub fn routes(&self) -> impl Iterator<Item = &RouteEntry> {
         self.routes.values()
     }
@@ -153,7 +189,12 @@ impl Index {
             .iter()
             .map(|(key, ports)| (key.clone(), self.endpoints_of(key, ports)))
             .collect();
-        Resources { routes, services }
+        Resources {
+            routes,
+            services,
+            secrets: self.secrets.clone(),
+            ..Resources::default()
+        }
     }
 
     fn endpoints_of(&self, svc: &ObjectKey, ports: &[ServicePortSpec]) -> ServiceEndpoints {
@@ -235,6 +276,26 @@ fn route_entry(route: &Route) -> RouteEntry {
         },
         uid: route.metadata.uid.clone(),
         status: route.status.clone(),
+    }
+}
+
+pub fn reduce_secret(secret: &Secret) -> SecretEntry {
+    let pick = |name: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(name))
+            .map(|b| std::sync::Arc::from(b.0.as_slice()))
+    };
+    let data = SecretData {
+        tls_crt: pick("tls.crt"),
+        tls_key: pick("tls.key"),
+        ca_crt: pick("ca.crt"),
+    };
+    let any = data.tls_crt.is_some() || data.tls_key.is_some() || data.ca_crt.is_some();
+    SecretEntry {
+        key: key_of(secret),
+        data: any.then_some(data),
     }
 }
 

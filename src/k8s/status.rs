@@ -73,12 +73,23 @@ pub fn desired_conditions(
     };
     let missing: Vec<&&Problem> = problems
         .iter()
-        .filter(|p| p.reason == Reason::BackendNotFound)
+        .filter(|p| {
+            matches!(
+                p.reason,
+                Reason::BackendNotFound | Reason::InvalidCertificateRef
+            )
+        })
         .collect();
-    let resolved = if missing.is_empty() {
-        ("True", "ResolvedRefs", "every backend resolves".to_string())
-    } else {
-        ("False", "BackendNotFound", summarize(&missing))
+    let resolved = match missing.first() {
+        None => (
+            "True",
+            "ResolvedRefs",
+            "every backend and certificate resolves".to_string(),
+        ),
+        Some(p) if p.reason == Reason::InvalidCertificateRef => {
+            ("False", "InvalidCertificateRef", summarize(&missing))
+        }
+        Some(_) => ("False", "BackendNotFound", summarize(&missing)),
     };
     let programmed = match snapshot.routes.get(&key).map(|r| r.meta.generation) {
         Some(g) if g == generation => ("True", "Programmed", "served by the gateway".to_string()),

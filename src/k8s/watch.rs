@@ -3,15 +3,19 @@
 
 use super::{
     api::Route,
-    index::{Changed, Index, RouteEntry},
+    index::{reduce_secret, Changed, Index, RouteEntry, SecretEntry},
 };
 use crate::{
     compile::{self, Snapshot},
+    config::{ObjectKey, Resources},
     metrics::Metrics,
     proxy::SharedSnapshot,
 };
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::{
+    core::v1::{Secret, Service},
+    discovery::v1::EndpointSlice,
+};
 use kube::{
     runtime::{watcher, WatchStreamExt},
     Api, Client,
@@ -45,6 +49,7 @@ enum Kind {
     Route,
     Service,
     EndpointSlice,
+    Secret,
 }
 
 /// One watch event, tagged with where it came from. Boxed: objects differ in size a lot.
@@ -52,7 +57,13 @@ enum Update {
     Route(Option<String>, Box<watcher::Event<Route>>),
     Service(Option<String>, Box<watcher::Event<Service>>),
     Slice(Option<String>, Box<watcher::Event<EndpointSlice>>),
+    Secret(Option<String>, Box<watcher::Event<SecretEntry>>),
 }
+
+/// Secrets that never hold TLS material and can be large or many; the API server
+/// leaves them out of the watch.
+const SECRET_FIELD_SELECTOR: &str =
+    "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
 
 /// Watches everything the gateway routes on, in `namespaces` (all when empty), and keeps
 /// `snapshot` current. Sets `ready` once every watch has listed its objects and the first
@@ -64,6 +75,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     compiled_tx: watch::Sender<Option<Compiled>>,
+    default_certificate: Option<ObjectKey>,
 ) {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -91,6 +103,7 @@ pub async fn run(
             tx.clone(),
             |s, e| Update::Slice(s, Box::new(e)),
         ));
+        tasks.push(spawn_secret_watch(&client, scope.clone(), tx.clone()));
     }
     drop(tx);
 
@@ -99,7 +112,7 @@ pub async fn run(
         buffers: Buffers::default(),
         synced: BTreeSet::new(),
     };
-    let needed = scopes.len() * 3;
+    let needed = scopes.len() * 4;
     let mut dirty = false;
     while let Some(update) = rx.recv().await {
         dirty |= state.handle(update) == Changed::Yes;
@@ -117,7 +130,13 @@ pub async fn run(
         }
         let synced = state.synced.len() == needed;
         if synced && (dirty || !ready.load(Ordering::Acquire)) {
-            publish(&state.index, &snapshot, &metrics, &compiled_tx);
+            publish(
+                &state.index,
+                default_certificate.as_ref(),
+                &snapshot,
+                &metrics,
+                &compiled_tx,
+            );
             dirty = false;
             if !ready.swap(true, Ordering::AcqRel) {
                 tracing::info!("caches synced; serving the cluster's routes");
@@ -131,12 +150,24 @@ pub async fn run(
 
 fn publish(
     index: &Index,
+    default_certificate: Option<&ObjectKey>,
     snapshot: &SharedSnapshot,
     metrics: &Metrics,
     compiled_tx: &watch::Sender<Option<Compiled>>,
 ) {
     let previous = snapshot.load_full();
-    let next = Arc::new(compile::compile(&index.resources(), Some(&previous)));
+    let resources = Resources {
+        default_certificate: default_certificate.cloned(),
+        now: Some(std::time::SystemTime::now()),
+        ..index.resources()
+    };
+    let next = Arc::new(compile::compile(&resources, Some(&previous)));
+    metrics.observe_tls(&next.tls);
+    if let Some(why) = &next.tls.default_problem {
+        if previous.tls.default_problem.as_ref() != Some(why) {
+            tracing::error!("the default certificate is not served: {why}");
+        }
+    }
     for p in next.problems.iter() {
         tracing::debug!(object = %p.object, field = %p.field, reason = ?p.reason, "{}", p.message);
     }
@@ -192,6 +223,35 @@ where
     tokio::spawn(forward(stream, scope, tx, wrap, kind.into_owned()))
 }
 
+/// Secrets are reduced to their TLS keys before they are queued.
+fn spawn_secret_watch(
+    client: &Client,
+    scope: Option<String>,
+    tx: mpsc::Sender<Update>,
+) -> tokio::task::JoinHandle<()> {
+    let api: Api<Secret> = match &scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let config = watcher::Config::default().fields(SECRET_FIELD_SELECTOR);
+    let stream = watcher(api, config).default_backoff().map(|item| {
+        item.map(|event| match event {
+            watcher::Event::Apply(s) => watcher::Event::Apply(reduce_secret(&s)),
+            watcher::Event::Delete(s) => watcher::Event::Delete(reduce_secret(&s)),
+            watcher::Event::InitApply(s) => watcher::Event::InitApply(reduce_secret(&s)),
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitDone => watcher::Event::InitDone,
+        })
+    });
+    tokio::spawn(forward(
+        stream,
+        scope,
+        tx,
+        |s, e| Update::Secret(s, Box::new(e)),
+        "Secret".into(),
+    ))
+}
+
 async fn forward<K>(
     stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
     scope: Option<String>,
@@ -221,6 +281,7 @@ struct Buffers {
     routes: HashMap<Option<String>, Vec<Route>>,
     services: HashMap<Option<String>, Vec<Service>>,
     slices: HashMap<Option<String>, Vec<EndpointSlice>>,
+    secrets: HashMap<Option<String>, Vec<SecretEntry>>,
 }
 
 struct State {
@@ -265,6 +326,17 @@ impl State {
                     let objs = self.buffers.slices.remove(&scope).unwrap_or_default();
                     self.synced.insert((Kind::EndpointSlice, scope.clone()));
                     idx.reset_slices(scope.as_deref(), &objs)
+                }
+            },
+            Update::Secret(scope, ev) => match *ev {
+                Apply(o) => idx.apply_secret(&o),
+                Delete(o) => idx.delete_secret(&o),
+                Init => buffer(&mut self.buffers.secrets, scope, None),
+                InitApply(o) => buffer(&mut self.buffers.secrets, scope, Some(o)),
+                InitDone => {
+                    let objs = self.buffers.secrets.remove(&scope).unwrap_or_default();
+                    self.synced.insert((Kind::Secret, scope.clone()));
+                    idx.reset_secrets(scope.as_deref(), &objs)
                 }
             },
         }

@@ -1,8 +1,9 @@
-//! Accepting connections, the HTTP/1.1 and h2c server, idle detection and draining.
+//! Accepting connections, TLS handshakes, the HTTP/1.1 and HTTP/2 server, idle
+//! detection and draining.
 
 use super::{
     framing::{Heads, Tracker},
-    handler, Proxy,
+    handler, headers, Proxy,
 };
 use hyper::service::service_fn;
 use hyper_util::{
@@ -21,10 +22,11 @@ use std::{
     time::{Duration, Instant},
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::watch,
 };
+use tokio_rustls::{server::TlsStream, LazyConfigAcceptor};
 
 /// Tells listeners to stop accepting and connections to finish what they are doing.
 #[derive(Clone)]
@@ -79,15 +81,47 @@ pub(super) struct ConnInfo {
     pub activity: Activity,
     /// Request heads as the client sent them, for the framing check.
     pub heads: Arc<Heads>,
+    /// Set on connections that arrived over TLS.
+    pub tls: Option<TlsConn>,
 }
 
-/// Serves client connections from `listener` until `shutdown` fires, then lets open
-/// connections finish for at most `drain`.
-pub async fn serve(
+/// What a TLS handshake settled for the whole connection.
+pub(super) struct TlsConn {
+    /// The profile the handshake used; see [`crate::tls::Profile::id`].
+    pub profile: u64,
+    /// The name the client asked for, lower-case.
+    pub sni: Option<String>,
+    /// `x-forwarded-client-cert` for a verified client certificate.
+    pub client_cert: Option<http::HeaderValue>,
+}
+
+/// A fatal `unrecognized_name` alert, sent in the clear before any handshake state
+/// exists, so the client learns why instead of seeing the connection drop.
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+/// Serves plain-text client connections from `listener` until `shutdown` fires, then
+/// lets open connections finish for at most `drain`.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Shutdown, drain: Duration) {
+    accept_loop(listener, proxy, shutdown, drain, false).await;
+}
+
+/// As [`serve`], with a TLS handshake first; the certificate comes from the snapshot's
+/// table by the name the client asks for.
+pub async fn serve_tls(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: Shutdown,
+    drain: Duration,
+) {
+    accept_loop(listener, proxy, shutdown, drain, true).await;
+}
+
+async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     mut shutdown: Shutdown,
     drain: Duration,
+    tls: bool,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -124,7 +158,13 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         let guard = conns_rx.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, proxy, &builder, shutdown).await;
+            if tls {
+                if let Some((stream, info)) = handshake(stream, &proxy).await {
+                    serve_connection(stream, peer, Some(info), proxy, &builder, shutdown).await;
+                }
+            } else {
+                serve_connection(stream, peer, None, proxy, &builder, shutdown).await;
+            }
             drop(guard);
         });
     }
@@ -142,19 +182,84 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+/// Runs the TLS handshake within the header read timeout, so a client stalling in it
+/// holds a socket no longer than one stalling in its request head.
+async fn handshake(stream: TcpStream, proxy: &Proxy) -> Option<(TlsStream<TcpStream>, TlsConn)> {
+    let result = tokio::time::timeout(proxy.limits.header_read_timeout, async {
+        let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+        let start = match acceptor.await {
+            Ok(start) => start,
+            Err(_) => return Err("failed"),
+        };
+        let sni = start
+            .client_hello()
+            .server_name()
+            .map(str::to_ascii_lowercase);
+        let profile = proxy.snapshot.load().tls.resolve(sni.as_deref()).cloned();
+        let Some(profile) = profile else {
+            let mut tcp = start.io;
+            let _ = tcp.write_all(&UNRECOGNIZED_NAME_ALERT).await;
+            return Err("unknown_name");
+        };
+        match start.into_stream(profile.config.clone()).await {
+            Ok(stream) => Ok((stream, profile.id, sni)),
+            Err(_) => Err("failed"),
+        }
+    })
+    .await;
+    let (stream, profile, sni) = match result {
+        Ok(Ok(done)) => done,
+        Ok(Err(why)) => {
+            proxy.metrics.tls_handshakes.with_label_values(&[why]).inc();
+            return None;
+        }
+        Err(_) => {
+            proxy
+                .metrics
+                .tls_handshakes
+                .with_label_values(&["timeout"])
+                .inc();
+            return None;
+        }
+    };
+    proxy
+        .metrics
+        .tls_handshakes
+        .with_label_values(&["ok"])
+        .inc();
+    let client_cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| headers::client_cert_value(leaf));
+    Some((
+        stream,
+        TlsConn {
+            profile,
+            sni,
+            client_cert,
+        },
+    ))
+}
+
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
+    tls: Option<TlsConn>,
     proxy: Arc<Proxy>,
     builder: &auto::Builder<TokioExecutor>,
     mut shutdown: Shutdown,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Activity::new();
     let heads = Arc::new(Heads::default());
     let info = Arc::new(ConnInfo {
         peer,
         activity: activity.clone(),
         heads: heads.clone(),
+        tls,
     });
     let tracker = Tracker::new(proxy.limits.max_header_bytes, proxy.limits.max_headers);
     let io = TokioIo::new(Tracked {
@@ -214,15 +319,15 @@ async fn serve_connection(
 
 /// A client socket that records when it last moved a byte and shows what it reads to
 /// the framing tracker.
-struct Tracked {
-    inner: TcpStream,
+struct Tracked<S> {
+    inner: S,
     activity: Activity,
     /// `None` once it stopped following (HTTP/2, an upgrade, input hyper refuses).
     tracker: Option<Tracker>,
     heads: Arc<Heads>,
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -244,7 +349,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

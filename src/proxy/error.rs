@@ -22,6 +22,12 @@ pub enum GatewayError {
     BackendFailed(String),
     #[error("backend did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    #[error(
+        "this connection's certificate is not the one for this host; open a new connection for it"
+    )]
+    Misdirected,
+    #[error("this host requires a client certificate; use HTTPS")]
+    ClientCertRequired,
 }
 
 impl GatewayError {
@@ -35,6 +41,8 @@ impl GatewayError {
             GatewayError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BackendFailed(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            GatewayError::ClientCertRequired => StatusCode::FORBIDDEN,
         }
     }
 
@@ -49,6 +57,8 @@ impl GatewayError {
             GatewayError::NoEndpoints => "no_endpoints",
             GatewayError::BackendFailed(_) => "backend_failed",
             GatewayError::Timeout(_) => "timeout",
+            GatewayError::Misdirected => "misdirected",
+            GatewayError::ClientCertRequired => "client_certificate_required",
         }
     }
 

@@ -34,6 +34,8 @@ struct Exchange {
     request_id: HeaderValue,
     route: Option<Arc<str>>,
     backend: Option<Arc<str>>,
+    /// `Strict-Transport-Security` for the answer, once the rule is known.
+    hsts: Option<HeaderValue>,
 }
 
 pub(super) async fn handle(
@@ -50,6 +52,7 @@ pub(super) async fn handle(
         request_id: request_id.clone(),
         route: None,
         backend: None,
+        hsts: None,
     };
     let mut resp = match route_and_forward(&proxy, &conn, req, &mut ex).await {
         Ok(resp) => resp,
@@ -61,6 +64,10 @@ pub(super) async fn handle(
         }
     };
     resp.headers_mut().insert(X_REQUEST_ID, request_id);
+    if let Some(hsts) = ex.hsts.take() {
+        resp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
     Ok(observe(&proxy, resp, ex))
 }
 
@@ -138,6 +145,16 @@ async fn route_and_forward(
     // Phase 3: the rule. The snapshot guard is dropped before any await.
     let (action, matched_prefix) = {
         let snapshot = proxy.snapshot.load();
+        // A connection may carry requests for other hosts (HTTP/2 coalescing, or a
+        // client that simply lies): each must belong to the certificate and client
+        // check this connection's handshake used, or a host's mTLS could be skipped.
+        if let Some(tls) = &conn.tls {
+            if tls.sni.as_deref() != Some(host.as_str())
+                && snapshot.tls.resolve(Some(&host)).map(|p| p.id) != Some(tls.profile)
+            {
+                return Err(GatewayError::Misdirected);
+            }
+        }
         let view = RequestView {
             host: &host,
             path: &canonical,
@@ -152,6 +169,29 @@ async fn route_and_forward(
         )
     };
     ex.route = Some(action.route.clone());
+    if let Some(https) = &action.https {
+        if conn.tls.is_some() {
+            ex.hsts.clone_from(&https.hsts);
+        } else if let Some((status, port)) = https.redirect {
+            let to_https = routing::RedirectAction {
+                scheme: Some("https".into()),
+                host: None,
+                port,
+                path: None,
+                status,
+            };
+            return Ok(redirect(
+                &to_https,
+                &raw_host,
+                &host,
+                &canonical,
+                query.as_deref(),
+                None,
+            ));
+        } else if https.client_cert_required {
+            return Err(GatewayError::ClientCertRequired);
+        }
+    }
 
     // Phase 4: the action.
     let forward = match &action.kind {
@@ -193,7 +233,11 @@ async fn route_and_forward(
         .filter(|_| client_upgrade)
         .filter(|proto| !proto.as_bytes().eq_ignore_ascii_case(b"h2c"));
     headers::strip_spoofable(&mut parts.headers);
-    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), "http", &raw_host);
+    let proto = if conn.tls.is_some() { "https" } else { "http" };
+    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), proto, &raw_host);
+    if let Some(cert) = conn.tls.as_ref().and_then(|t| t.client_cert.clone()) {
+        parts.headers.insert(headers::X_FORWARDED_CLIENT_CERT, cert);
+    }
     headers::ensure_traceparent(&mut parts.headers, &ex.request_id);
     parts.headers.insert(X_REQUEST_ID, ex.request_id.clone());
     let upstream_host = match &forward.rewrite_host {

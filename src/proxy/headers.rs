@@ -58,18 +58,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
 /// Headers that claim to describe the client or an earlier hop, which this gateway does
 /// not vouch for. Spellings with `_` are included because CGI-style backends read
 /// `X_Forwarded_For` as `X-Forwarded-For`.
-const SPOOFABLE: [&str; 7] = [
+const SPOOFABLE: [&str; 8] = [
     "forwarded",
     "x-real-ip",
     "x-forwarded-port",
+    "x-forwarded-client-cert",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-request-id",
 ];
 
-/// Removes `Forwarded`, `X-Real-IP`, `X-Forwarded-Port`, and the `_` spellings of the
-/// headers in [`SPOOFABLE`]; the gateway sets its own forwarding headers afterwards.
+/// How many of [`SPOOFABLE`], from the start, are removed outright; the gateway replaces
+/// the others.
+const ALWAYS_REMOVED: usize = 4;
+
+/// The header that carries a verified client certificate upstream.
+pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// Removes `Forwarded`, `X-Real-IP`, `X-Forwarded-Port`, `X-Forwarded-Client-Cert`, and
+/// the `_` spellings of the headers in [`SPOOFABLE`]; the gateway sets its own
+/// forwarding headers afterwards.
 pub fn strip_spoofable(headers: &mut HeaderMap) {
     let odd: Vec<HeaderName> = headers
         .keys()
@@ -78,7 +87,7 @@ pub fn strip_spoofable(headers: &mut HeaderMap) {
             if n.contains('_') {
                 SPOOFABLE.contains(&n.replace('_', "-").as_str())
             } else {
-                SPOOFABLE[..3].contains(&n)
+                SPOOFABLE[..ALWAYS_REMOVED].contains(&n)
             }
         })
         .cloned()
@@ -86,6 +95,27 @@ pub fn strip_spoofable(headers: &mut HeaderMap) {
     for name in odd {
         headers.remove(name);
     }
+}
+
+/// `x-forwarded-client-cert` for a verified client certificate, in the form service
+/// meshes read: the SHA-256 of its DER, then its subject, quoted.
+pub fn client_cert_value(leaf: &[u8]) -> HeaderValue {
+    use std::fmt::Write;
+    let hash = ring::digest::digest(&ring::digest::SHA256, leaf);
+    let mut v = String::from("Hash=");
+    for b in hash.as_ref() {
+        let _ = write!(v, "{b:02x}");
+    }
+    if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) {
+        let subject = cert.subject().to_string();
+        // A subject with bytes a header cannot carry is left out rather than mangled.
+        if subject.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            v.push_str(";Subject=\"");
+            v.push_str(&subject.replace('\\', "\\\\").replace('"', "\\\""));
+            v.push('"');
+        }
+    }
+    HeaderValue::from_str(&v).expect("visible ASCII only")
 }
 
 /// Sets the forwarding headers of a request going upstream. The client's

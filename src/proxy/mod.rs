@@ -103,4 +103,4 @@ impl Proxy {
     }
 }
 
-pub use conn::{serve, Shutdown};
+pub use conn::{serve, serve_tls, Shutdown};

@@ -22,6 +22,19 @@ pub struct RuleAction {
     pub kind: ActionKind,
     pub timeout: Option<Duration>,
     pub max_body_bytes: Option<u64>,
+    /// Set when the Route has `tls`; shared by all its rules.
+    pub https: Option<Arc<RouteHttps>>,
+}
+
+/// What HTTPS means for one Route.
+#[derive(Debug)]
+pub struct RouteHttps {
+    /// Plain-HTTP requests get this redirect status, to this HTTPS port, instead.
+    pub redirect: Option<(http::StatusCode, Option<u16>)>,
+    /// `Strict-Transport-Security` for HTTPS responses.
+    pub hsts: Option<HeaderValue>,
+    /// Plain HTTP is refused: its clients could not have shown a certificate.
+    pub client_cert_required: bool,
 }
 
 #[derive(Debug)]

@@ -156,6 +156,71 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<LoadError>> {
     }
 }
 
+/// Reads file mode's Secrets: each folder under `dir` is one Secret named after the
+/// folder, holding `tls.crt`, `tls.key` and `ca.crt` files as a mounted Secret does
+/// (each optional). They go into `loaded` with an empty namespace, and their contents
+/// into its digest.
+pub fn load_secrets(dir: &Path, loaded: &mut Loaded) -> Result<(), Vec<LoadError>> {
+    let error = |file: &Path, message: String| LoadError {
+        file: file.to_path_buf(),
+        document: None,
+        field: None,
+        location: None,
+        message,
+    };
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| vec![error(dir, format!("cannot read the secrets folder: {e}"))])?;
+    let mut errors = Vec::new();
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&loaded.digest, &mut hasher);
+    let mut folders: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    folders.sort();
+    for folder in folders {
+        let name = folder
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut read = |key: &str| -> Option<std::sync::Arc<[u8]>> {
+            let file = folder.join(key);
+            match std::fs::read(&file) {
+                Ok(bytes) => {
+                    std::hash::Hash::hash(&(&file, &bytes), &mut hasher);
+                    Some(bytes.into())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    errors.push(error(&file, e.to_string()));
+                    None
+                }
+            }
+        };
+        let data = crate::config::SecretData {
+            tls_crt: read("tls.crt"),
+            tls_key: read("tls.key"),
+            ca_crt: read("ca.crt"),
+        };
+        let key = crate::config::ObjectKey {
+            namespace: String::new(),
+            name,
+        };
+        loaded.resources.secrets.insert(key, data);
+    }
+    loaded.digest = std::hash::Hasher::finish(&hasher);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 /// Parses the documents of one file's text.
 pub fn parse_into(file: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec<LoadError>) {
     let err =
@@ -338,6 +403,22 @@ pub fn watch(
         (path, RecursiveMode::Recursive)
     };
     watcher.watch(target, mode)?;
+    Ok(watcher)
+}
+
+/// Calls `on_change` whenever anything under the folder `dir` changes: certificate
+/// files have no extension to filter on, and their rotation must never be missed.
+pub fn watch_all(
+    dir: &Path,
+    on_change: tokio::sync::mpsc::Sender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = on_change.try_send(());
+        }
+    })?;
+    watcher.watch(dir, RecursiveMode::Recursive)?;
     Ok(watcher)
 }
 

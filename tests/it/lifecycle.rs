@@ -198,7 +198,7 @@ fn check_reports_every_problem_with_file_document_and_field() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stdout.contains(
-            "b.yml:5:3: document 1: spec.rulez: unknown field `rulez`, expected `hosts` or `rules`"
+            "b.yml:5:3: document 1: spec.rulez: unknown field `rulez`, expected one of `hosts`, `rules`, `tls`"
         ),
         "{stdout}"
     );

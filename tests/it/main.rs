@@ -8,3 +8,4 @@ mod headers;
 mod lifecycle;
 mod routing;
 mod streaming;
+mod tls;

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use portcullis::{
+    config::ObjectKey,
     gateway::{Gateway, Options, Source},
     proxy::Limits,
 };
@@ -27,12 +28,15 @@ pub async fn closed_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-/// A gateway serving `yaml` from a file in its own folder.
+/// A gateway serving `yaml` from a file in its own folder, with plain and TLS
+/// listeners and a secrets folder of its own.
 pub struct TestGateway {
     pub gw: Option<Gateway>,
     pub addr: SocketAddr,
+    pub tls_addr: SocketAddr,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
+    pub secrets: tempfile::TempDir,
 }
 
 impl TestGateway {
@@ -41,12 +45,31 @@ impl TestGateway {
     }
 
     pub async fn with_limits(yaml: &str, limits: Limits) -> TestGateway {
+        Self::with_secrets(yaml, limits, |_| {}, None).await
+    }
+
+    /// `secrets` fills the secrets folder before the gateway starts; `default_cert`
+    /// names one of its folders.
+    pub async fn with_secrets(
+        yaml: &str,
+        limits: Limits,
+        secrets: impl FnOnce(&std::path::Path),
+        default_cert: Option<&str>,
+    ) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
+        let secrets_dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("routes.yaml"), yaml).unwrap();
+        secrets(secrets_dir.path());
         let gw = Gateway::start(Options {
             source: Source::Files(dir.path().to_path_buf()),
             listen: "127.0.0.1:0".parse().unwrap(),
+            listen_tls: Some("127.0.0.1:0".parse().unwrap()),
             admin: "127.0.0.1:0".parse().unwrap(),
+            secrets_dir: Some(secrets_dir.path().to_path_buf()),
+            default_certificate: default_cert.map(|name| ObjectKey {
+                namespace: String::new(),
+                name: name.into(),
+            }),
             limits,
             drain: Duration::from_secs(5),
             access_log: false,
@@ -55,9 +78,11 @@ impl TestGateway {
         .unwrap();
         TestGateway {
             addr: gw.listen_addr,
+            tls_addr: gw.listen_tls_addr.unwrap(),
             admin: gw.admin_addr,
             gw: Some(gw),
             dir,
+            secrets: secrets_dir,
         }
     }
 
