@@ -4,6 +4,8 @@
 //! Run through `sudo bash e2e/run.sh`, which starts the control plane in a private
 //! network namespace; the backends listen on that namespace's addresses.
 
+#[path = "../common/pki.rs"]
+mod pki;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -87,6 +89,106 @@ async fn routes_become_traffic_and_report_status() {
     })
     .await;
     gw.stop().await;
+}
+
+#[tokio::test]
+async fn certificates_come_from_secrets_and_follow_their_renewal() {
+    let env = env();
+    let ns = Namespace::new("e2e-tls");
+    let a = backend(env.backends[0], "a").await;
+    apply_service(&ns.0, "web", &[a]);
+    apply(&route(
+        &ns.0,
+        "web",
+        "  hosts: [secure.example.com]\n  tls:\n    certificateRef: {name: web-tls}\n  \
+         rules:\n  - backends: [{service: {name: web, port: http}}]\n",
+    ));
+    let gw = Gateway::start(&ns.0).await;
+
+    // Until the Secret exists the Route says so, and plain HTTP still serves.
+    status_is(
+        &ns.0,
+        "web",
+        "ResolvedRefs",
+        "False",
+        "InvalidCertificateRef",
+    )
+    .await;
+    let (_, _, message, _) = condition(&ns.0, "web", "ResolvedRefs").unwrap();
+    assert!(
+        message.contains("Secret e2e-tls/web-tls not found"),
+        "{message}"
+    );
+    served_by(&gw, "secure.example.com", "/", "a").await;
+    assert!(pki::connect(
+        gw.tls_addr,
+        "secure.example.com",
+        pki::Pki::new("x").roots(),
+        None
+    )
+    .await
+    .is_err());
+
+    let ca = pki::Pki::new("E2E CA");
+    let v1 = ca.leaf(&["secure.example.com"]);
+    apply(&tls_secret(&ns.0, "web-tls", &v1.crt, &v1.key));
+    status_is(&ns.0, "web", "ResolvedRefs", "True", "ResolvedRefs").await;
+    let open = pki::connect(gw.tls_addr, "secure.example.com", ca.roots(), None)
+        .await
+        .unwrap();
+    assert_eq!(pki::served_der(&open), v1.der);
+    let mut open = https(open).await;
+    assert_eq!(
+        https_status(&mut open, "secure.example.com").await,
+        Some(200)
+    );
+
+    // cert-manager renews by rewriting the Secret: new handshakes get the new
+    // certificate, the open connection carries on.
+    let v2 = ca.leaf(&["secure.example.com"]);
+    apply(&tls_secret(&ns.0, "web-tls", &v2.crt, &v2.key));
+    let roots = ca.roots();
+    eventually(
+        "the renewed certificate is served",
+        CONVERGE,
+        async || match pki::connect(gw.tls_addr, "secure.example.com", roots.clone(), None).await {
+            Ok(s) => pki::served_der(&s) == v2.der,
+            Err(_) => false,
+        },
+    )
+    .await;
+    assert_eq!(
+        https_status(&mut open, "secure.example.com").await,
+        Some(200)
+    );
+    assert!(
+        gw.metric("portcullis_tls_certificate_not_after_seconds{secret=\"e2e-tls/web-tls\"}")
+            .await
+            > 0.0
+    );
+    gw.stop().await;
+}
+
+type HttpsSender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+async fn https(stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> HttpsSender {
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn https_status(sender: &mut HttpsSender, host: &str) -> Option<u16> {
+    let req = http::Request::get("/")
+        .header("host", host)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    sender.ready().await.ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .ok()?
+        .ok()?;
+    Some(resp.status().as_u16())
 }
 
 #[tokio::test]

@@ -133,6 +133,17 @@ pub fn apply_service(ns: &str, name: &str, addrs: &[SocketAddr]) {
     ));
 }
 
+/// A `kubernetes.io/tls` Secret.
+pub fn tls_secret(ns: &str, name: &str, crt: &str, key: &str) -> String {
+    let indent = |pem: &str| pem.trim_end().replace('\n', "\n    ");
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n    {}\n  tls.key: |\n    {}\n",
+        indent(crt),
+        indent(key)
+    )
+}
+
 pub fn route(ns: &str, name: &str, spec: &str) -> String {
     format!("apiVersion: portcullis.dev/v1alpha1\nkind: Route\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}")
 }
@@ -142,6 +153,7 @@ pub fn route(ns: &str, name: &str, spec: &str) -> String {
 pub struct Gateway {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
+    pub tls_addr: SocketAddr,
     pub admin: SocketAddr,
     pub identity: String,
 }
@@ -164,6 +176,8 @@ impl Gateway {
             ])
             .args([
                 "--listen",
+                "127.0.0.1:0",
+                "--listen-tls",
                 "127.0.0.1:0",
                 "--admin",
                 "127.0.0.1:0",
@@ -206,6 +220,13 @@ impl Gateway {
         let gw = Gateway {
             child,
             addr: serving["listen_addr"].as_str().unwrap().parse().unwrap(),
+            // Logged as `Some(ip:port)`.
+            tls_addr: serving["listen_tls_addr"]
+                .as_str()
+                .and_then(|s| s.strip_prefix("Some(")?.strip_suffix(')'))
+                .expect("the TLS listener's address")
+                .parse()
+                .unwrap(),
             admin: serving["admin_addr"].as_str().unwrap().parse().unwrap(),
             identity,
         };

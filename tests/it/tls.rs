@@ -1,76 +1,18 @@
 //! HTTPS at the edge: certificates by name, renewal under open connections, 421,
 //! redirects and HSTS, client certificates, and bad certificates reported, not served.
 
+#[path = "../common/pki.rs"]
+mod pki;
+
 use crate::support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use pki::*;
 use portcullis::{compile::Reason, proxy::Limits};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
-use rustls::{pki_types::ServerName, ClientConfig, RootCertStore};
+use rustls::pki_types::ServerName;
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
-
-/// A test CA that signs server and client certificates.
-struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A certificate and key, as PEM, and the certificate's DER.
-struct Leaf {
-    crt: String,
-    key: String,
-    der: Vec<u8>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        Pki {
-            ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    fn leaf(&self, names: &[&str]) -> Leaf {
-        self.leaf_valid(names, -1, 30)
-    }
-
-    /// Valid from `from_days` to `to_days` relative to now.
-    fn leaf_valid(&self, names: &[&str], from_days: i64, to_days: i64) -> Leaf {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(
-            DnType::CommonName,
-            names.first().copied().unwrap_or("client"),
-        );
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now + time::Duration::days(from_days);
-        params.not_after = now + time::Duration::days(to_days);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        Leaf {
-            crt: cert.pem(),
-            key: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
-    }
-
-    fn ca_pem(&self) -> String {
-        self.ca.pem()
-    }
-
-    fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        roots
-    }
-}
 
 /// Writes a Secret folder the way a Secret volume updates: new files, then a rename, so
 /// a reader never sees half of a pair.
@@ -102,55 +44,6 @@ fn tls_route(name: &str, hosts: &[&str], secret: &str, backend: SocketAddr, extr
             .collect::<Vec<_>>()
             .join(", ")
     )
-}
-
-fn client_config(roots: RootCertStore, client: Option<&Leaf>, alpn: &[&[u8]]) -> ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut config = match client {
-        None => builder.with_no_client_auth(),
-        Some(leaf) => builder
-            .with_client_auth_cert(
-                vec![leaf.der.clone().into()],
-                rustls::pki_types::PrivateKeyDer::try_from(
-                    rustls_pemfile_key(&leaf.key).secret_der().to_vec(),
-                )
-                .unwrap(),
-            )
-            .unwrap(),
-    };
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config
-}
-
-fn rustls_pemfile_key(pem: &str) -> rustls::pki_types::PrivateKeyDer<'static> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap()
-}
-
-/// A TLS connection asking for `server_name` (an IP address sends no SNI).
-async fn connect(
-    addr: SocketAddr,
-    server_name: &str,
-    roots: RootCertStore,
-    client: Option<&Leaf>,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let config = client_config(roots, client, &[b"http/1.1"]);
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from(server_name.to_string()).unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        TlsConnector::from(Arc::new(config)).connect(name, tcp),
-    )
-    .await
-    .expect("handshake within 10 s")
-}
-
-fn served_der(stream: &TlsStream<TcpStream>) -> Vec<u8> {
-    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
 /// An HTTP/1.1 client on an open TLS connection.
