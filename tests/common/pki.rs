@@ -1,6 +1,9 @@
 //! Test certificates made at test time, and a TLS client that shows what it was served.
 //! Shared by the integration and end-to-end tests.
 
+// Each test crate uses its own part of these helpers.
+#![allow(dead_code)]
+
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
