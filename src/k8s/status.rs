@@ -430,6 +430,41 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_certificate_is_an_unresolved_ref_not_a_rejection() {
+        let entry = mk_entry(
+            "r",
+            1,
+            "{hosts: [a.com], tls: {certificateRef: {name: a-tls}}, rules: [{backends: [{address: 'a:1'}]}]}",
+        );
+        let snap = compile(
+            &Resources {
+                routes: vec![entry.resource.clone()],
+                ..Resources::default()
+            },
+            None,
+        );
+        let c = desired_conditions(&entry, &snap, t("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            summary(&c),
+            [
+                ("Accepted".into(), "True".into(), "Accepted".into()),
+                (
+                    "ResolvedRefs".into(),
+                    "False".into(),
+                    "InvalidCertificateRef".into()
+                ),
+                ("Programmed".into(), "True".into(), "Programmed".into())
+            ]
+        );
+        assert!(
+            c[1].message
+                .contains("spec.tls.certificateRef: Secret ns/a-tls not found"),
+            "{}",
+            c[1].message
+        );
+    }
+
+    #[test]
     fn a_rejected_edit_reports_the_generation_still_served() {
         let v1 = mk_entry("r", 1, "rules: [{backends: [{address: 'a:1'}]}]");
         let v2 = mk_entry("r", 2, "rules: [{backends: []}]");
