@@ -608,3 +608,79 @@ async fn bad_certificates_are_reported_and_never_served() {
         .unwrap();
     assert_eq!(served_der(&s), good.der);
 }
+
+#[tokio::test]
+async fn tls12_works_and_stalled_or_plain_text_handshakes_are_closed() {
+    let pki = Pki::new("Test CA");
+    let app = pki.leaf(&["app.example.test"]);
+    let backend = echo("b").await;
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let gw = TestGateway::with_secrets(
+        &tls_route("app", &["app.example.test"], "app-tls", backend, ""),
+        limits,
+        |dir| write_cert(dir, "app-tls", &app),
+        None,
+    )
+    .await;
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(pki.roots())
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(gw.tls_addr).await.unwrap();
+    let s = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("app.example.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(
+        Https::over(s)
+            .await
+            .get("app.example.test", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    // Silence, half a ClientHello, and plain HTTP on the TLS port: each is closed, the
+    // first two once the head timeout passes.
+    let started = std::time::Instant::now();
+    let silent = raw(gw.tls_addr, b"", Duration::from_secs(3)).await;
+    assert_eq!(silent, "");
+    let half = raw(
+        gw.tls_addr,
+        &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01],
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(half, "");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let plain = raw(
+        gw.tls_addr,
+        b"GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(!plain.contains("200"), "{plain}");
+    assert_eq!(
+        metric(&gw, "portcullis_tls_handshakes_total{result=\"timeout\"}").await,
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&gw, "portcullis_tls_handshakes_total{result=\"failed\"}").await,
+        Some(1.0)
+    );
+}
