@@ -26,7 +26,7 @@ pub enum GatewayError {
         "this connection's certificate is not the one for this host; open a new connection for it"
     )]
     Misdirected,
-    #[error("this host requires a client certificate; use HTTPS")]
+    #[error("this host requires a client certificate, sent over HTTPS")]
     ClientCertRequired,
 }
 

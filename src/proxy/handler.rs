@@ -170,7 +170,12 @@ async fn route_and_forward(
     };
     ex.route = Some(action.route.clone());
     if let Some(https) = &action.https {
-        if conn.tls.is_some() {
+        if let Some(tls) = &conn.tls {
+            // The handshake's check normally ensures this; it does not when the host's
+            // CA failed to load and another certificate (the default) answered.
+            if https.client_cert_required && tls.client_cert.is_none() {
+                return Err(GatewayError::ClientCertRequired);
+            }
             ex.hsts.clone_from(&https.hsts);
         } else if let Some((status, port)) = https.redirect {
             let to_https = routing::RedirectAction {

@@ -684,3 +684,37 @@ async fn tls12_works_and_stalled_or_plain_text_handshakes_are_closed() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn a_host_whose_client_ca_is_missing_is_never_served_without_a_certificate() {
+    let pki = Pki::new("Test CA");
+    // The default certificate covers the host, so a handshake for it still succeeds.
+    let fallback = pki.leaf(&["*.example.test"]);
+    let backend = echo("b").await;
+    let gw = TestGateway::with_secrets(
+        &tls_route(
+            "locked",
+            &["locked.example.test"],
+            "fallback",
+            backend,
+            "    clientCertificate: {caRef: {name: no-such-ca}}\n",
+        ),
+        Limits::default(),
+        |dir| write_cert(dir, "fallback", &fallback),
+        Some("fallback"),
+    )
+    .await;
+    let problems = gw.gw.as_ref().unwrap().snapshot.load().problems.clone();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.field == "spec.tls.clientCertificate.caRef"
+                && p.message.contains("no-such-ca not found")),
+        "{problems:?}"
+    );
+    let a = https_get(&gw, &pki, "locked.example.test", "/", None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 403);
+    assert_eq!(a.json()["error"], "client_certificate_required");
+}
