@@ -240,19 +240,7 @@ async fn a_restarted_gateway_serves_the_same_and_rewrites_nothing() {
     served_by(&gw, "x", "/", "a").await;
     // Give a new leader time to acquire the lease and look at the status.
     eventually("leadership", Duration::from_secs(30), async || {
-        let (_, out, _) = kubectl(
-            &[
-                "-n",
-                &ns.0,
-                "get",
-                "lease",
-                "portcullis-status",
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ],
-            None,
-        );
-        out == gw.identity
+        lease_holder(&ns.0) == gw.identity
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -286,18 +274,7 @@ async fn two_replicas_serve_and_exactly_one_writes_status() {
         two.metric("portcullis_status_writes_total").await,
     );
     assert!((w1 > 0.0) != (w2 > 0.0), "writes: {w1} and {w2}");
-    let (_, holder, _) = kubectl(
-        &[
-            "-n",
-            &ns.0,
-            "get",
-            "lease",
-            "portcullis-status",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ],
-        None,
-    );
+    let holder = lease_holder(&ns.0);
     let (leader, follower) = if w1 > 0.0 { (one, two) } else { (two, one) };
     assert_eq!(holder, leader.identity);
 
