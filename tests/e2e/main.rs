@@ -89,6 +89,84 @@ async fn routes_become_traffic_and_report_status() {
     gw.stop().await;
 }
 
+/// examples/saas as a user applies it; the e2e backends stand in for its Deployments,
+/// which nothing runs here.
+#[tokio::test]
+async fn the_saas_example_serves_web_and_mobile() {
+    let env = env();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/saas");
+    let (ok, out, err) = kubectl(&["apply", "-f", dir.to_str().unwrap()], None);
+    assert!(ok, "{out}{err}");
+    let ns = Namespace("acme".to_string());
+    for (i, svc) in ["users", "orders", "notifications"].into_iter().enumerate() {
+        let addr = backend(env.backends[i], svc).await;
+        apply(&slice(&ns.0, &format!("{svc}-e2e"), svc, &[addr]));
+    }
+    let gw = Gateway::start(&ns.0).await;
+
+    let cases = [
+        (
+            "www.acme.example",
+            "/api/users/42",
+            "users",
+            "/users/42",
+            "web",
+        ),
+        (
+            "www.acme.example",
+            "/api/orders",
+            "orders",
+            "/orders",
+            "web",
+        ),
+        (
+            "www.acme.example",
+            "/api/notifications/1",
+            "notifications",
+            "/notifications/1",
+            "web",
+        ),
+        (
+            "mobile.acme.example",
+            "/v1/users/42",
+            "users",
+            "/users/42",
+            "mobile",
+        ),
+        (
+            "mobile.acme.example",
+            "/v1/orders/7/items",
+            "orders",
+            "/orders/7/items",
+            "mobile",
+        ),
+        (
+            "mobile.acme.example",
+            "/v1/notifications",
+            "notifications",
+            "/notifications",
+            "mobile",
+        ),
+    ];
+    for (host, path, service, upstream_path, client) in cases {
+        served_by(&gw, host, path, service).await;
+        let (_, _, body) = get(&gw.url(path), host).await.unwrap();
+        let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(echoed["path"], upstream_path, "{host}{path}");
+        assert_eq!(
+            echoed["headers"]["x-acme-client"][0], client,
+            "{host}{path}"
+        );
+    }
+    status_code(&gw, "mobile.acme.example", "/v0/users/42", 308).await;
+    status_code(&gw, "www.acme.example", "/v1/users/42", 404).await;
+    for route in ["web", "mobile"] {
+        status_is(&ns.0, route, "Programmed", "True", "Programmed").await;
+        status_is(&ns.0, route, "ResolvedRefs", "True", "ResolvedRefs").await;
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn the_api_server_refuses_obviously_wrong_routes() {
     let ns = Namespace::new("e2e-schema");
