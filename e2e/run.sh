@@ -13,7 +13,7 @@ command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq 
     || die "openssl is missing and could not be installed"
 command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; } \
     || die "ip (iproute2) is missing and could not be installed"
-command -v go >/dev/null || die "Go is not installed (it builds kube-apiserver and etcd)"
+command -v go >/dev/null || die "Go is not installed (it builds kube-apiserver, etcd and helm)"
 
 NS="pc-e2e-$$"
 DIR="$(mktemp -d /tmp/portcullis-e2e.XXXXXX)"
