@@ -75,8 +75,10 @@ in_ns "${KUBECTL[@]}" apply --server-side -f "$DIR/chart.yaml" >/dev/null
 sa="$(in_ns "${KUBECTL[@]}" -n "$RELEASE_NS" get serviceaccount \
     -l "app.kubernetes.io/instance=$RELEASE" -o jsonpath='{.items[0].metadata.name}')"
 [[ -n "$sa" ]] || die "the chart created no ServiceAccount"
-in_ns bash e2e/controlplane.sh sa-kubeconfig "$DIR" "$RELEASE_NS" "$sa" "$DIR/gateway.kubeconfig" >/dev/null
+in_ns bash e2e/controlplane.sh sa-kubeconfig "$DIR" "$RELEASE_NS" "$sa" "$DIR/gateway.kubeconfig" \
+    >/dev/null
 
 backends="$(IFS=,; echo "${ADDRS[*]:1}")"
 in_ns env E2E_DIR="$DIR" E2E_GATEWAY_KUBECONFIG="$DIR/gateway.kubeconfig" E2E_BACKENDS="$backends" \
-    E2E_LEASE_NAMESPACE="$RELEASE_NS" cargo test --locked --offline --test e2e -- --test-threads=1 "$@"
+    E2E_LEASE_NAMESPACE="$RELEASE_NS" \
+    cargo test --locked --offline --test e2e -- --test-threads=1 "$@"

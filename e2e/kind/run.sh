@@ -77,7 +77,8 @@ EOF
 fi
 # The port the cluster really maps, which differs from PORT when it was created with another.
 mapped="$(docker port "$CLUSTER-control-plane" "$NODE_PORT/tcp" 2>/dev/null | head -n 1)"
-[[ -n "$mapped" ]] || die "the cluster $CLUSTER maps no host port to $NODE_PORT; delete it: bash e2e/kind/run.sh delete"
+[[ -n "$mapped" ]] ||
+    die "the cluster $CLUSTER maps no host port to $NODE_PORT; delete it: bash e2e/kind/run.sh delete"
 PORT="${mapped##*:}"
 
 step "loading the image into the cluster"
@@ -109,11 +110,12 @@ fail_with_logs() {
 # Answers through the node port; the first requests may race the Service's set-up.
 expect() { # HOST PATH WANT (an x-echo-name or a status code)
     local host="$1" path="$2" want="$3" got="" i
+    local url="http://127.0.0.1:$PORT$path"
     for ((i = 0; i < 30; i++)); do
         if [[ "$want" =~ ^[0-9]+$ ]]; then
-            got="$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" "http://127.0.0.1:$PORT$path")" || true
+            got="$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" "$url")" || true
         else
-            got="$(curl -s -D - -o /dev/null -H "Host: $host" "http://127.0.0.1:$PORT$path" |
+            got="$(curl -s -D - -o /dev/null -H "Host: $host" "$url" |
                 tr -d '\r' | awk -F': ' 'tolower($1) == "x-echo-name" { print $2 }')" || true
         fi
         [[ "$got" == "$want" ]] && { echo "ok: $host$path -> $want" >&2; return 0; }
