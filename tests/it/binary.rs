@@ -1,5 +1,5 @@
-//! The `portcullis` binary itself: JSON logs, the access log, SIGTERM, and the shipped
-//! example.
+//! The `portcullis` binary itself: JSON logs, the access log, SIGTERM, the CRDs it prints,
+//! and `check` over the shipped examples.
 
 use crate::support::*;
 use std::{process::Stdio, time::Duration};
