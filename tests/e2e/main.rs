@@ -91,6 +91,52 @@ async fn routes_become_traffic_and_report_status() {
     gw.stop().await;
 }
 
+/// examples/saas as a user applies it; the e2e backends stand in for its Deployments,
+/// which nothing runs here.
+#[tokio::test]
+async fn the_saas_example_serves_web_and_mobile() {
+    let env = env();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/saas");
+    let (ok, out, err) = kubectl(&["apply", "-f", dir.to_str().unwrap()], None);
+    assert!(ok, "{out}{err}");
+    let ns = Namespace("acme".to_string());
+    for (i, svc) in ["users", "orders", "notifications"].into_iter().enumerate() {
+        let addr = backend(env.backends[i], svc).await;
+        apply(&slice(&ns.0, &format!("{svc}-e2e"), svc, &[addr]));
+    }
+    let gw = Gateway::start(&ns.0).await;
+
+    // Each client's prefix goes; the service sees its own path and who called.
+    let clients = [
+        ("www.acme.example", "/api", "web"),
+        ("mobile.acme.example", "/v1", "mobile"),
+    ];
+    for (host, prefix, client) in clients {
+        for (service, rest) in [
+            ("users", "/42"),
+            ("orders", "/7/items"),
+            ("notifications", ""),
+        ] {
+            let path = format!("{prefix}/{service}{rest}");
+            served_by(&gw, host, &path, service).await;
+            let (_, _, body) = get(&gw.url(&path), host).await.unwrap();
+            let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(echoed["path"], format!("/{service}{rest}"), "{host}{path}");
+            assert_eq!(
+                echoed["headers"]["x-acme-client"][0], client,
+                "{host}{path}"
+            );
+        }
+    }
+    status_code(&gw, "mobile.acme.example", "/v0/users/42", 308).await;
+    status_code(&gw, "www.acme.example", "/v1/users/42", 404).await;
+    for route in ["web", "mobile"] {
+        status_is(&ns.0, route, "Programmed", "True", "Programmed").await;
+        status_is(&ns.0, route, "ResolvedRefs", "True", "ResolvedRefs").await;
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn certificates_come_from_secrets_and_follow_their_renewal() {
     let env = env();
@@ -342,19 +388,7 @@ async fn a_restarted_gateway_serves_the_same_and_rewrites_nothing() {
     served_by(&gw, "x", "/", "a").await;
     // Give a new leader time to acquire the lease and look at the status.
     eventually("leadership", Duration::from_secs(30), async || {
-        let (_, out, _) = kubectl(
-            &[
-                "-n",
-                &ns.0,
-                "get",
-                "lease",
-                "portcullis-status",
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ],
-            None,
-        );
-        out == gw.identity
+        lease_holder(&ns.0) == gw.identity
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -388,18 +422,7 @@ async fn two_replicas_serve_and_exactly_one_writes_status() {
         two.metric("portcullis_status_writes_total").await,
     );
     assert!((w1 > 0.0) != (w2 > 0.0), "writes: {w1} and {w2}");
-    let (_, holder, _) = kubectl(
-        &[
-            "-n",
-            &ns.0,
-            "get",
-            "lease",
-            "portcullis-status",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ],
-        None,
-    );
+    let holder = lease_holder(&ns.0);
     let (leader, follower) = if w1 > 0.0 { (one, two) } else { (two, one) };
     assert_eq!(holder, leader.identity);
 

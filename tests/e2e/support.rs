@@ -18,6 +18,8 @@ pub struct Env {
     pub admin_kubeconfig: PathBuf,
     pub gateway_kubeconfig: PathBuf,
     pub backends: Vec<IpAddr>,
+    /// The chart's release namespace: the only one where the gateway may hold a Lease.
+    pub lease_namespace: String,
 }
 
 pub fn env() -> Env {
@@ -35,6 +37,7 @@ pub fn env() -> Env {
             .split(',')
             .map(|a| a.parse().expect("backend address"))
             .collect(),
+        lease_namespace: std::env::var("E2E_LEASE_NAMESPACE").expect("E2E_LEASE_NAMESPACE"),
         dir,
     }
 }
@@ -149,7 +152,8 @@ pub fn route(ns: &str, name: &str, spec: &str) -> String {
 }
 
 /// A gateway process in `--kube` mode, watching one namespace, under the gateway's
-/// ServiceAccount.
+/// ServiceAccount. Its Lease is named after that namespace and lives in the release
+/// namespace, as in a real install.
 pub struct Gateway {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
@@ -166,14 +170,8 @@ impl Gateway {
     /// Starts the binary; waits for `/readyz` when `wait_ready`.
     pub async fn start_with(ns: &str, kubeconfig: &std::path::Path, wait_ready: bool) -> Gateway {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args([
-                "serve",
-                "--kube",
-                "--namespace",
-                ns,
-                "--lease-namespace",
-                ns,
-            ])
+            .args(["serve", "--kube", "--namespace", ns, "--lease-name", ns])
+            .args(["--lease-namespace", &env().lease_namespace])
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -321,6 +319,23 @@ pub fn condition(ns: &str, name: &str, type_: &str) -> Option<(String, String, S
         c["message"].as_str().unwrap_or_default().to_string(),
         c["observedGeneration"].as_i64().unwrap_or(-1),
     ))
+}
+
+/// The identity holding the Lease of the gateways watching `ns`, or "" when none does.
+pub fn lease_holder(ns: &str) -> String {
+    let (_, out, _) = kubectl(
+        &[
+            "-n",
+            &env().lease_namespace,
+            "get",
+            "lease",
+            ns,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    );
+    out
 }
 
 pub fn resource_version(ns: &str, kind: &str, name: &str) -> String {

@@ -1,5 +1,5 @@
-//! The `portcullis` binary itself: JSON logs, the access log, SIGTERM, and the shipped
-//! example.
+//! The `portcullis` binary itself: JSON logs, the access log, SIGTERM, the CRDs it prints,
+//! and `check` over the shipped examples.
 
 use crate::support::*;
 use std::{process::Stdio, time::Duration};
@@ -99,12 +99,12 @@ async fn serve_logs_json_and_drains_on_sigterm() {
 }
 
 #[test]
-fn the_shipped_example_has_no_problems() {
+fn the_demo_configuration_has_no_problems() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args([
             "check",
             "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.yaml"),
         ])
         .output()
         .unwrap();
@@ -149,10 +149,83 @@ fn checked_in_crds_match_the_types() {
         .unwrap();
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/portcullis.dev.yaml");
-    let checked_in = std::fs::read_to_string(path).unwrap();
-    assert!(
-        printed == checked_in,
-        "crds/ is stale; run: cargo run -- crds > crds/portcullis.dev.yaml"
-    );
+    // The chart installs its own copy; both must be what the binary prints.
+    for path in [
+        "crds/portcullis.dev.yaml",
+        "charts/portcullis/crds/portcullis.dev.yaml",
+    ] {
+        let checked_in =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+                .unwrap();
+        assert!(
+            printed == checked_in,
+            "{path} is stale; run: cargo run -- crds > {path}"
+        );
+    }
+}
+
+/// Every document of a multi-document YAML file, as JSON values.
+fn documents(path: &std::path::Path) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .collect()
+}
+
+/// The Acme example's Routes pass `check` but for their Service backends, which only a
+/// cluster resolves; backends.yaml beside them defines each Service with the port asked for.
+#[test]
+fn the_saas_example_routes_lack_nothing_but_their_cluster() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/saas");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config"])
+        .arg(dir.join("routes.yaml"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+
+    // "namespace/name" of each Service, with its port names and numbers.
+    let mut services = std::collections::BTreeMap::new();
+    for doc in documents(&dir.join("backends.yaml")) {
+        if doc["kind"] == "Service" {
+            let key = format!(
+                "{}/{}",
+                doc["metadata"]["namespace"], doc["metadata"]["name"]
+            );
+            let ports: Vec<String> = doc["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|p| [p["name"].to_string(), p["port"].to_string()])
+                .collect();
+            services.insert(key.replace('"', ""), ports);
+        }
+    }
+    let mut backends = 0;
+    for route in documents(&dir.join("routes.yaml")) {
+        let ns = route["metadata"]["namespace"].as_str().unwrap();
+        for rule in route["spec"]["rules"].as_array().unwrap() {
+            for b in rule["backends"].as_array().into_iter().flatten() {
+                let svc = &b["service"];
+                let key = format!("{ns}/{}", svc["name"].as_str().unwrap());
+                let ports = services
+                    .get(&key)
+                    .unwrap_or_else(|| panic!("no Service {key} in backends.yaml"));
+                assert!(ports.contains(&svc["port"].to_string()), "{key}: {svc}");
+                backends += 1;
+            }
+        }
+    }
+
+    let unresolved = regex::Regex::new(r"^error: .*: Service (\S+) not found$").unwrap();
+    let problems: Vec<&str> = report.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(problems.len(), backends, "{report}");
+    for p in problems {
+        let service = unresolved.captures(p).map(|c| c[1].to_string());
+        assert!(
+            service.is_some_and(|s| services.contains_key(&s)),
+            "not a missing Service of backends.yaml: {p}"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 mod support;
 
 mod binary;
+mod chart;
 mod framing;
 mod headers;
 mod lifecycle;
