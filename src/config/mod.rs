@@ -4,9 +4,11 @@
 //! them to [`crate::compile`]. The Kubernetes side wraps the same specs in its CRD types.
 
 mod duration;
+mod policy;
 mod route;
 
 pub use duration::Duration;
+pub use policy::*;
 pub use route::*;
 
 use serde::{Deserialize, Serialize};
@@ -75,6 +77,7 @@ impl std::fmt::Display for ObjectKey {
 #[derive(Clone, Debug, Default)]
 pub struct Resources {
     pub routes: Vec<Resource<RouteSpec>>,
+    pub policies: Vec<Resource<PolicySpec>>,
     /// Endpoints of each Service port, already merged and filtered for readiness by
     /// the source that watched them.
     pub services: std::collections::BTreeMap<ObjectKey, ServiceEndpoints>,
@@ -88,12 +91,50 @@ pub struct Resources {
     pub now: Option<std::time::SystemTime>,
 }
 
-/// The keys of a Secret that TLS reads, each as PEM bytes.
+/// The keys of a Secret that the gateway reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecretData {
+    /// PEM: a certificate chain, leaf first.
     pub tls_crt: Option<std::sync::Arc<[u8]>>,
+    /// PEM: the private key of `tls_crt`.
     pub tls_key: Option<std::sync::Arc<[u8]>>,
+    /// PEM: CA certificates for client certificates.
     pub ca_crt: Option<std::sync::Arc<[u8]>>,
+    /// A JSON Web Key Set, for JWT policies.
+    pub jwks_json: Option<std::sync::Arc<[u8]>>,
+    /// YAML: consumer name to API key, for API key policies.
+    pub keys_yaml: Option<std::sync::Arc<[u8]>>,
+}
+
+impl SecretData {
+    /// The Secret keys read, and the file names in file mode's secret folders.
+    pub const KEYS: [&'static str; 5] = ["tls.crt", "tls.key", "ca.crt", "jwks.json", "keys.yaml"];
+
+    pub fn get(&self, key: &str) -> Option<&std::sync::Arc<[u8]>> {
+        match key {
+            "tls.crt" => self.tls_crt.as_ref(),
+            "tls.key" => self.tls_key.as_ref(),
+            "ca.crt" => self.ca_crt.as_ref(),
+            "jwks.json" => self.jwks_json.as_ref(),
+            "keys.yaml" => self.keys_yaml.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn set(&mut self, key: &str, value: Option<std::sync::Arc<[u8]>>) {
+        match key {
+            "tls.crt" => self.tls_crt = value,
+            "tls.key" => self.tls_key = value,
+            "ca.crt" => self.ca_crt = value,
+            "jwks.json" => self.jwks_json = value,
+            "keys.yaml" => self.keys_yaml = value,
+            _ => {}
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        Self::KEYS.iter().all(|k| self.get(k).is_none())
+    }
 }
 
 /// The ready endpoints of one Service, by port.

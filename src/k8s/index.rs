@@ -30,12 +30,12 @@ pub struct Index {
     secrets: BTreeMap<ObjectKey, SecretData>,
 }
 
-/// A Secret reduced to the keys TLS reads, done as it arrives so that large Secrets of
+/// A Secret reduced to the keys the gateway reads, done as it arrives so that large Secrets of
 /// other kinds are never held.
 #[derive(Clone, Debug)]
 pub struct SecretEntry {
     pub key: ObjectKey,
-    /// `None` when it has none of `tls.crt`, `tls.key` and `ca.crt`.
+    /// `None` when it has none of [`SecretData::KEYS`].
     pub data: Option<SecretData>,
 }
 
@@ -280,19 +280,12 @@ fn route_entry(route: &Route) -> RouteEntry {
 }
 
 pub fn reduce_secret(secret: &Secret) -> SecretEntry {
-    let pick = |name: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(name))
-            .map(|b| std::sync::Arc::from(b.0.as_slice()))
-    };
-    let data = SecretData {
-        tls_crt: pick("tls.crt"),
-        tls_key: pick("tls.key"),
-        ca_crt: pick("ca.crt"),
-    };
-    let any = data.tls_crt.is_some() || data.tls_key.is_some() || data.ca_crt.is_some();
+    let mut data = SecretData::default();
+    for key in SecretData::KEYS {
+        let value = secret.data.as_ref().and_then(|d| d.get(key));
+        data.set(key, value.map(|b| std::sync::Arc::from(b.0.as_slice())));
+    }
+    let any = !data.is_empty();
     SecretEntry {
         key: key_of(secret),
         data: any.then_some(data),

@@ -202,11 +202,10 @@ pub fn load_secrets(dir: &Path, loaded: &mut Loaded) -> Result<(), Vec<LoadError
                 }
             }
         };
-        let data = crate::config::SecretData {
-            tls_crt: read("tls.crt"),
-            tls_key: read("tls.key"),
-            ca_crt: read("ca.crt"),
-        };
+        let mut data = crate::config::SecretData::default();
+        for key in crate::config::SecretData::KEYS {
+            data.set(key, read(key));
+        }
         let key = crate::config::ObjectKey {
             namespace: String::new(),
             name,
