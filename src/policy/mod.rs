@@ -1,1 +1,2 @@
 pub mod jwks;
+pub mod jwt;
