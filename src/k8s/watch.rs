@@ -171,17 +171,14 @@ fn publish(
     for p in next.problems.iter() {
         tracing::debug!(object = %p.object, field = %p.field, reason = ?p.reason, "{}", p.message);
     }
-    let rejected: BTreeSet<_> = next.rejections().map(|p| &p.object).collect();
-    metrics
-        .config_rejected_objects
-        .with_label_values(&["Route"])
-        .set(rejected.len() as i64);
+    let rejected: BTreeSet<_> = next.rejections().map(|p| (p.kind, &p.object)).collect();
+    metrics.observe_rejections(&next);
     metrics
         .config_reloads
         .with_label_values(&["accepted"])
         .inc();
     // Endpoints churn all day; only a change in what is served or refused is news.
-    let prev_rejected: BTreeSet<_> = previous.rejections().map(|p| &p.object).collect();
+    let prev_rejected: BTreeSet<_> = previous.rejections().map(|p| (p.kind, &p.object)).collect();
     if next.routes.len() != previous.routes.len() || rejected != prev_rejected {
         tracing::info!(
             routes = next.routes.len(),

@@ -73,6 +73,7 @@ impl TestGateway {
             limits,
             drain: Duration::from_secs(5),
             access_log: false,
+            trusted_proxies: Vec::new(),
         })
         .await
         .unwrap();
