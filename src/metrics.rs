@@ -34,6 +34,9 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     /// `notAfter` of each certificate in use, as Unix seconds, by `secret`.
     pub tls_certificate_not_after: IntGaugeVec,
+    /// Requests a Policy refused, by `route` and `code` (`ip_denied`,
+    /// `invalid_api_key`, ...).
+    pub policy_denials: IntCounterVec,
 }
 
 impl Metrics {
@@ -104,6 +107,15 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let policy_denials = IntCounterVec::new(
+            Opts::new(
+                "policy_denials_total",
+                "Requests refused by a Policy, by route and code",
+            ),
+            &["route", "code"],
+        )
+        .expect("valid metric");
+
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -114,6 +126,7 @@ impl Metrics {
             Box::new(status_writes.clone()),
             Box::new(tls_handshakes.clone()),
             Box::new(tls_certificate_not_after.clone()),
+            Box::new(policy_denials.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -128,6 +141,16 @@ impl Metrics {
             status_writes,
             tls_handshakes,
             tls_certificate_not_after,
+            policy_denials,
+        }
+    }
+
+    /// Sets the count of objects not serving as written, by kind.
+    pub fn observe_rejections(&self, snapshot: &crate::compile::Snapshot) {
+        for kind in ["Route", "Policy"] {
+            self.config_rejected_objects
+                .with_label_values(&[kind])
+                .set(snapshot.rejected_count(kind) as i64);
         }
     }
 

@@ -275,15 +275,7 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn secret(&self, key: &ObjectKey) -> Option<(ObjectKey, &SecretData)> {
-        let secrets = &self.resources.secrets;
-        if let Some(data) = secrets.get(key) {
-            return Some((key.clone(), data));
-        }
-        let any_namespace = ObjectKey {
-            namespace: String::new(),
-            name: key.name.clone(),
-        };
-        secrets.get(&any_namespace).map(|d| (any_namespace, d))
+        self.resources.secret(key)
     }
 
     fn certificate(&mut self, key: &ObjectKey) -> Result<CertificateUse, String> {

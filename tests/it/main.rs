@@ -7,6 +7,7 @@ mod chart;
 mod framing;
 mod headers;
 mod lifecycle;
+mod policy;
 mod routing;
 mod streaming;
 mod tls;
