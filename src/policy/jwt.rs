@@ -47,6 +47,9 @@ const RESERVED_HEADERS: [&str; 10] = [
 /// A compiled `jwt` section.
 #[derive(Debug)]
 pub struct JwtAuth {
+    pub spec: JwtPolicy,
+    /// The `jwks.json` of `keysRef` this was built from, to skip a rebuild when unchanged.
+    pub source: Option<Arc<[u8]>>,
     from: TokenFrom,
     keys: Keys,
     /// One validation per allowed algorithm: the verifier takes exactly one, and its
@@ -122,7 +125,7 @@ impl JwtAuth {
     /// are (field path under the section, message), every one found.
     pub fn build(
         spec: &JwtPolicy,
-        keys: Option<&[u8]>,
+        keys: Option<&Arc<[u8]>>,
         registry: &JwksRegistry,
     ) -> Result<JwtAuth, Vec<(String, String)>> {
         let mut errors = Vec::new();
@@ -151,7 +154,7 @@ impl JwtAuth {
         let from = token_from(spec.from.as_ref())
             .map_err(|(f, m)| error(&f, m))
             .ok();
-        let keys = match (&spec.jwks_uri, &spec.keys_ref) {
+        let key_source = match (&spec.jwks_uri, &spec.keys_ref) {
             (Some(uri), None) => match jwks_uri(uri) {
                 Ok(uri) => Some(Keys::Fetched {
                     cache: registry.cache(&uri),
@@ -162,7 +165,7 @@ impl JwtAuth {
                     None
                 }
             },
-            (None, Some(_)) => match fixed_keys(keys, &algorithms) {
+            (None, Some(_)) => match fixed_keys(keys.map(|k| &k[..]), &algorithms) {
                 Ok(set) => Some(Keys::Fixed(set)),
                 Err(m) => {
                     error("keysRef", m);
@@ -216,10 +219,12 @@ impl JwtAuth {
             .iter()
             .map(|alg| (*alg, validation(spec, *alg, leeway)))
             .collect();
-        match (from, keys) {
-            (Some(from), Some(keys)) if errors.is_empty() => Ok(JwtAuth {
+        match (from, key_source) {
+            (Some(from), Some(key_source)) if errors.is_empty() => Ok(JwtAuth {
+                spec: spec.clone(),
+                source: keys.filter(|_| spec.keys_ref.is_some()).cloned(),
                 from,
-                keys,
+                keys: key_source,
                 validations,
                 issuer: spec.issuer.clone(),
                 required_claims: spec.required_claims.clone(),

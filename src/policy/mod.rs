@@ -3,7 +3,7 @@
 //! [`build`] compiles every Policy, attaches its sections to the Routes its `targetRefs`
 //! name, and settles conflicts (the older Policy keeps a section). [`enforce`] runs the
 //! sections of one Route on a request, in a fixed order: IP access, CORS preflight,
-//! API key, then the rest.
+//! API key, JWT, then the rest.
 //!
 //! A Policy that does not build keeps its previous good version serving. When it has
 //! none, the Routes it names refuse every request rather than serve without the
@@ -19,6 +19,8 @@ use crate::{
 };
 use access::{ApiKeys, BuildErrors, Cors, IpAccess, Preflight};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use jwks::JwksRegistry;
+use jwt::{Claims, JwtAuth, JwtDenied};
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
@@ -34,6 +36,9 @@ pub struct PolicyTable {
     pub policies: BTreeMap<ObjectKey, Resource<PolicySpec>>,
     /// What each serving Policy built, for the next build to reuse.
     built: BTreeMap<ObjectKey, Arc<BuiltPolicy>>,
+    /// Key sets fetched for JWT sections. Each table hands it on to the next, so fetched
+    /// keys outlive recompiles.
+    jwks: JwksRegistry,
 }
 
 /// The sections one Route gets, each from the oldest Policy that sets it.
@@ -42,6 +47,7 @@ pub struct RoutePolicy {
     pub ip_access: Option<Arc<IpAccess>>,
     pub cors: Option<Arc<Cors>>,
     pub api_keys: Option<Arc<ApiKeys>>,
+    pub jwt: Option<Arc<JwtAuth>>,
     /// Why every request is refused: a Policy naming this Route does not build and has
     /// no good version to fall back on.
     pub broken: Option<String>,
@@ -53,6 +59,7 @@ struct BuiltPolicy {
     ip_access: Option<Arc<IpAccess>>,
     cors: Option<Arc<Cors>>,
     api_keys: Option<Arc<ApiKeys>>,
+    jwt: Option<Arc<JwtAuth>>,
 }
 
 // === impl PolicyTable ===
@@ -71,12 +78,13 @@ pub fn build(
     previous: Option<&PolicyTable>,
     problems: &mut Vec<Problem>,
 ) -> PolicyTable {
+    let jwks = previous.map(|p| p.jwks.clone()).unwrap_or_default();
     let mut serving: Vec<(Resource<PolicySpec>, Arc<BuiltPolicy>)> = Vec::new();
     let mut broken: Vec<(ObjectKey, String)> = Vec::new();
     for policy in &resources.policies {
         let key = policy.meta.key();
         let reuse = previous.and_then(|p| p.built.get(&key));
-        match build_one(&policy.spec, &key, resources, reuse) {
+        match build_one(&policy.spec, &key, resources, reuse, &jwks) {
             Ok(built) => serving.push((policy.clone(), built)),
             Err(errors) => {
                 for (field, message) in errors {
@@ -105,6 +113,7 @@ pub fn build(
         ip_access: Option<(ObjectKey, Arc<IpAccess>)>,
         cors: Option<(ObjectKey, Arc<Cors>)>,
         api_keys: Option<(ObjectKey, Arc<ApiKeys>)>,
+        jwt: Option<(ObjectKey, Arc<JwtAuth>)>,
         broken: Option<String>,
     }
     let mut claims: BTreeMap<ObjectKey, Claims> = BTreeMap::new();
@@ -146,6 +155,7 @@ pub fn build(
             claim!(ip_access, "ipAccess");
             claim!(cors, "cors");
             claim!(api_keys, "apiKeys");
+            claim!(jwt, "jwt");
         }
     }
     for (route, why) in broken {
@@ -161,6 +171,7 @@ pub fn build(
                 ip_access: c.ip_access.map(|(_, s)| s),
                 cors: c.cors.map(|(_, s)| s),
                 api_keys: c.api_keys.map(|(_, s)| s),
+                jwt: c.jwt.map(|(_, s)| s),
                 broken: c.broken,
             };
             (Arc::from(route.to_string()), Arc::new(policy))
@@ -177,6 +188,7 @@ pub fn build(
         by_route,
         policies,
         built,
+        jwks,
     }
 }
 
@@ -206,6 +218,7 @@ fn build_one(
     key: &ObjectKey,
     resources: &Resources,
     previous: Option<&Arc<BuiltPolicy>>,
+    jwks: &JwksRegistry,
 ) -> Result<Arc<BuiltPolicy>, BuildErrors> {
     let mut errors: BuildErrors = Vec::new();
     if spec.target_refs.is_empty() {
@@ -253,6 +266,31 @@ fn build_one(
         };
         section("apiKeys", result, &mut errors)
     });
+    let jwt = spec.jwt.as_ref().and_then(|s| {
+        let keys = match &s.keys_ref {
+            None => Ok(None),
+            Some(r) => {
+                let secret = ObjectKey {
+                    namespace: key.namespace.clone(),
+                    name: r.name.clone(),
+                };
+                match resources.secret(&secret) {
+                    None => Err(vec![(
+                        "keysRef".to_string(),
+                        format!("Secret {secret} not found"),
+                    )]),
+                    Some((_, data)) => Ok(data.jwks_json.as_ref()),
+                }
+            }
+        };
+        let result = keys.and_then(|keys| {
+            let reused = previous
+                .and_then(|p| p.jwt.clone())
+                .filter(|b| b.spec == *s && b.source.as_ref() == keys);
+            reuse_or_build(reused, || JwtAuth::build(s, keys, jwks))
+        });
+        section("jwt", result, &mut errors)
+    });
 
     if !errors.is_empty() {
         return Err(errors);
@@ -261,6 +299,7 @@ fn build_one(
         ip_access,
         cors,
         api_keys,
+        jwt,
     }))
 }
 
@@ -301,6 +340,8 @@ fn section<T>(
 pub struct Admission {
     /// The API key's consumer, when a key was checked.
     pub consumer: Option<Arc<str>>,
+    /// The token's claims, when a JWT section verified one.
+    pub claims: Option<Claims>,
 }
 
 /// Why a request is answered by the gateway instead of its backend.
@@ -335,6 +376,8 @@ impl Denial {
 pub struct RequestFacts<'a> {
     pub method: &'a Method,
     pub client: IpAddr,
+    /// The query string, where a JWT section may find its token.
+    pub query: Option<&'a str>,
 }
 
 /// Runs the Route's sections on a request, changing its headers where a section says
@@ -388,5 +431,22 @@ pub async fn enforce(
             }
         }
     }
+    if let Some(jwt) = &policy.jwt {
+        let claims = jwt
+            .authenticate(headers, facts.query)
+            .await
+            .map_err(jwt_refusal)?;
+        jwt.apply_headers(claims.as_ref(), headers)
+            .map_err(jwt_refusal)?;
+        admission.claims = claims;
+    }
     Ok(admission)
+}
+
+fn jwt_refusal(why: JwtDenied) -> Refusal {
+    let mut d = Denial::new(why.status(), why.code(), why.message());
+    if let Some(challenge) = why.www_authenticate() {
+        d.headers.push((http::header::WWW_AUTHENTICATE, challenge));
+    }
+    Refusal::Denied(d)
 }

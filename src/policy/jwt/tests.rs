@@ -14,8 +14,8 @@ fn mk_spec(yaml: &str) -> JwtPolicy {
 /// A policy reading keys from a Secret whose `jwks.json` holds `keys`.
 fn mk_auth(yaml: &str, keys: &[Value]) -> JwtAuth {
     let spec = mk_spec(&format!("keysRef: {{name: keys}}\n{yaml}"));
-    JwtAuth::build(&spec, Some(jwks(keys).as_bytes()), &JwksRegistry::new())
-        .unwrap_or_else(|e| panic!("{e:?}"))
+    let keys: Arc<[u8]> = jwks(keys).into_bytes().into();
+    JwtAuth::build(&spec, Some(&keys), &JwksRegistry::new()).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 /// The usual policy: RS256 keys `k1` (the test key) from a Secret.
@@ -63,7 +63,8 @@ async fn refusal(auth: &JwtAuth, token: &str) -> JwtDenied {
 
 fn build_errors(yaml: &str, keys: Option<&str>) -> Vec<(String, String)> {
     let spec = mk_spec(yaml);
-    JwtAuth::build(&spec, keys.map(str::as_bytes), &JwksRegistry::new()).expect_err("refused")
+    let keys: Option<Arc<[u8]>> = keys.map(|k| k.as_bytes().into());
+    JwtAuth::build(&spec, keys.as_ref(), &JwksRegistry::new()).expect_err("refused")
 }
 
 fn fields(errors: &[(String, String)]) -> Vec<&str> {
