@@ -8,6 +8,7 @@ mod framing;
 mod headers;
 mod lifecycle;
 mod policy;
+mod policy_jwt;
 mod routing;
 mod streaming;
 mod tls;
