@@ -300,17 +300,6 @@ impl JwksRegistry {
         });
         chosen
     }
-
-    /// Starts a fetch of every set that has none yet, so that the first requests do not
-    /// wait for it. Returns at once.
-    pub fn prefetch(&self) {
-        for cache in self.inner.caches.load().values().filter_map(Weak::upgrade) {
-            if cache.keys.load().is_none() {
-                let held = cache.held();
-                tokio::spawn(async move { cache.refetch(&held).await });
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for JwksRegistry {
@@ -348,10 +337,6 @@ impl JwksCache {
             flight: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
         }
-    }
-
-    pub fn uri(&self) -> &Uri {
-        &self.uri
     }
 
     /// The keys held now. When they are older than `max_age`, a fetch starts in the

@@ -13,7 +13,7 @@
 //! request headers for the backend.
 
 use super::jwks::{JwksCache, JwksRegistry, KeySet};
-use crate::config::{ClaimRule, JwtAlgorithm, JwtPolicy, TokenSource};
+use crate::config::{JwtAlgorithm, JwtPolicy, TokenSource};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use jsonwebtoken::{errors::ErrorKind, Algorithm, Validation};
@@ -55,12 +55,7 @@ pub struct JwtAuth {
     /// One validation per allowed algorithm: the verifier takes exactly one, and its
     /// key must be of that algorithm's kind.
     validations: Vec<(Algorithm, Validation)>,
-    issuer: Option<String>,
-    required_claims: Vec<String>,
-    required_scopes: Vec<String>,
-    rules: Vec<ClaimRule>,
     claim_headers: Vec<(String, HeaderName)>,
-    optional: bool,
 }
 
 /// Where the token is read from.
@@ -178,41 +173,7 @@ impl JwtAuth {
             }
         };
 
-        if spec.issuer.as_deref() == Some("") {
-            error("issuer", "must not be empty".into());
-        }
-        for (i, aud) in spec.audiences.iter().enumerate() {
-            if aud.is_empty() {
-                error(&format!("audiences[{i}]"), "must not be empty".into());
-            }
-        }
-        for (i, claim) in spec.required_claims.iter().enumerate() {
-            if claim.is_empty() {
-                error(&format!("requiredClaims[{i}]"), "must not be empty".into());
-            }
-        }
-        for (i, scope) in spec.required_scopes.iter().enumerate() {
-            // The characters RFC 6750 allows in a scope, which also keeps the challenge
-            // header well formed.
-            let scope_char = |c: char| c.is_ascii_graphic() && c != '"' && c != '\\';
-            if scope.is_empty() || !scope.chars().all(scope_char) {
-                error(
-                    &format!("requiredScopes[{i}]"),
-                    "one scope: printable ASCII without spaces, quotes or backslashes".into(),
-                );
-            }
-        }
-        for (i, rule) in spec.rules.iter().enumerate() {
-            if rule.claim.is_empty() {
-                error(&format!("rules[{i}].claim"), "must not be empty".into());
-            }
-            if rule.values.is_empty() {
-                error(
-                    &format!("rules[{i}].values"),
-                    "list at least one value".into(),
-                );
-            }
-        }
+        check_claim_fields(spec, &mut error);
         let claim_headers = claim_headers(spec, &mut error);
 
         let validations = algorithms
@@ -226,12 +187,7 @@ impl JwtAuth {
                 from,
                 keys: key_source,
                 validations,
-                issuer: spec.issuer.clone(),
-                required_claims: spec.required_claims.clone(),
-                required_scopes: spec.required_scopes.clone(),
-                rules: spec.rules.clone(),
                 claim_headers,
-                optional: spec.optional,
             }),
             _ => Err(errors),
         }
@@ -247,7 +203,7 @@ impl JwtAuth {
     ) -> Result<Option<Claims>, JwtDenied> {
         let token = match self.from.token(headers, query)? {
             Some(token) => token,
-            None if self.optional => return Ok(None),
+            None if self.spec.optional => return Ok(None),
             None => return Err(JwtDenied::Missing),
         };
         let claims = self.verify(&token).await.inspect_err(|why| {
@@ -280,11 +236,6 @@ impl JwtAuth {
         Ok(())
     }
 
-    /// True when a request without a token passes as anonymous.
-    pub fn is_optional(&self) -> bool {
-        self.optional
-    }
-
     async fn verify(&self, token: &str) -> Result<Claims, JwtDenied> {
         let peeked = peek_header(token)?;
         let (alg, validation) = self
@@ -311,7 +262,7 @@ impl JwtAuth {
     }
 
     fn check_issuer(&self, claims: Claims) -> Result<Claims, JwtDenied> {
-        match &self.issuer {
+        match &self.spec.issuer {
             Some(iss) if claims.get("iss").and_then(Value::as_str) != Some(iss) => {
                 Err(JwtDenied::Invalid("issuer not accepted"))
             }
@@ -322,6 +273,7 @@ impl JwtAuth {
     /// The 403 checks: claims, scopes and rules.
     fn authorize(&self, claims: &Claims) -> Result<(), JwtDenied> {
         if let Some(missing) = self
+            .spec
             .required_claims
             .iter()
             .find(|c| claims.get(c).is_none_or(Value::is_null))
@@ -330,9 +282,10 @@ impl JwtAuth {
                 "the token has no claim {missing}"
             )));
         }
-        if !self.required_scopes.is_empty() {
+        if !self.spec.required_scopes.is_empty() {
             let granted = claims.scopes();
             if let Some(missing) = self
+                .spec
                 .required_scopes
                 .iter()
                 .find(|s| !granted.contains(&s.as_str()))
@@ -340,7 +293,7 @@ impl JwtAuth {
                 return Err(JwtDenied::InsufficientScope(missing.clone()));
             }
         }
-        for rule in &self.rules {
+        for rule in &self.spec.rules {
             let allowed = claims
                 .get(&rule.claim)
                 .is_some_and(|v| matches_rule(v, &rule.values));
@@ -375,6 +328,46 @@ fn validation(spec: &JwtPolicy, alg: Algorithm, leeway: Duration) -> Validation 
     }
     v.set_required_spec_claims(&required);
     v
+}
+
+/// Checks the fields naming claims and scopes, which the request path trusts to be
+/// well formed.
+fn check_claim_fields(spec: &JwtPolicy, error: &mut impl FnMut(&str, String)) {
+    if spec.issuer.as_deref() == Some("") {
+        error("issuer", "must not be empty".into());
+    }
+    for (i, aud) in spec.audiences.iter().enumerate() {
+        if aud.is_empty() {
+            error(&format!("audiences[{i}]"), "must not be empty".into());
+        }
+    }
+    for (i, claim) in spec.required_claims.iter().enumerate() {
+        if claim.is_empty() {
+            error(&format!("requiredClaims[{i}]"), "must not be empty".into());
+        }
+    }
+    // The characters RFC 6750 allows in a scope, which also keeps the challenge header
+    // well formed.
+    let scope_char = |c: char| c.is_ascii_graphic() && c != '"' && c != '\\';
+    for (i, scope) in spec.required_scopes.iter().enumerate() {
+        if scope.is_empty() || !scope.chars().all(scope_char) {
+            error(
+                &format!("requiredScopes[{i}]"),
+                "one scope: printable ASCII without spaces, quotes or backslashes".into(),
+            );
+        }
+    }
+    for (i, rule) in spec.rules.iter().enumerate() {
+        if rule.claim.is_empty() {
+            error(&format!("rules[{i}].claim"), "must not be empty".into());
+        }
+        if rule.values.is_empty() {
+            error(
+                &format!("rules[{i}].values"),
+                "list at least one value".into(),
+            );
+        }
+    }
 }
 
 fn token_from(from: Option<&TokenSource>) -> Result<TokenFrom, (String, String)> {
