@@ -93,6 +93,17 @@ impl TestKey {
         }
     }
 
+    /// An Ed25519 key for EdDSA.
+    pub fn ed25519() -> TestKey {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        TestKey {
+            alg: Algorithm::EdDSA,
+            encoding: EncodingKey::from_ed_der(&pair.serialize_der()),
+            public: json!({"kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key_raw())}),
+            public_pem: Vec::new(),
+        }
+    }
+
     /// A random 32-byte secret for HS256/384/512.
     pub fn hmac(alg: Algorithm) -> TestKey {
         let secret: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();

@@ -298,15 +298,21 @@ async fn kid_selects_the_key_and_without_kid_every_fitting_key_is_tried() {
 }
 
 #[tokio::test]
-async fn ec_and_hmac_keys_verify_their_tokens() {
+async fn ec_eddsa_and_hmac_keys_verify_their_tokens() {
     let ec = TestKey::ec(Algorithm::ES256);
+    let ed = TestKey::ed25519();
     let hmac = TestKey::hmac(Algorithm::HS384);
     let auth = mk_auth(
-        "algorithms: [ES256, HS384]",
-        &[ec.jwk("e1", Some("ES256")), hmac.jwk("h1", None)],
+        "algorithms: [ES256, EdDSA, HS384]",
+        &[
+            ec.jwk("e1", Some("ES256")),
+            ed.jwk("d1", None),
+            hmac.jwk("h1", None),
+        ],
     );
     let claims = mk_claims(json!({}));
     assert!(check(&auth, &ec.sign(Some("e1"), &claims)).await.is_ok());
+    assert!(check(&auth, &ed.sign(None, &claims)).await.is_ok());
     assert!(check(&auth, &hmac.sign(Some("h1"), &claims)).await.is_ok());
     assert!(check(&auth, &hmac.sign(None, &claims)).await.is_ok());
     let wrong = TestKey::hmac(Algorithm::HS384).sign(Some("h1"), &claims);
