@@ -432,14 +432,7 @@ fn compile_https(tls: &config::RouteTls, check: &mut Check<'_, '_>) -> Option<ro
         }
         HeaderValue::from_str(&v).expect("digits and fixed words")
     });
-    Some(routing::RouteHttps {
-        redirect,
-        hsts,
-        client_cert_required: tls
-            .client_certificate
-            .as_ref()
-            .is_some_and(|c| c.mode == config::ClientCertificateMode::Require),
-    })
+    Some(routing::RouteHttps { redirect, hsts })
 }
 
 /// Validates and lower-cases host patterns.

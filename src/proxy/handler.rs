@@ -155,18 +155,23 @@ async fn route_and_forward(
     }
 
     // Phase 3: the rule. The snapshot guard is dropped before any await.
-    let (action, matched_prefix, policy) = {
+    let (action, matched_prefix, policy, cert_required) = {
         let snapshot = proxy.snapshot.load();
         // A connection may carry requests for other hosts (HTTP/2 coalescing, or a
         // client that simply lies): each must belong to the certificate and client
         // check this connection's handshake used, or a host's mTLS could be skipped.
+        // Checked on every request, not only when the host differs from the name the
+        // handshake asked for: a replaced client CA changes the profile under an open
+        // connection. A host with no certificate of its own may be asked for on any
+        // connection.
         if let Some(tls) = &conn.tls {
-            if tls.sni.as_deref() != Some(host.as_str())
-                && snapshot.tls.resolve(Some(&host)).map(|p| p.id) != Some(tls.profile)
-            {
-                return Err(GatewayError::Misdirected);
+            if let Some(p) = snapshot.tls.resolve(Some(&host)) {
+                if p.id != tls.profile {
+                    return Err(GatewayError::Misdirected);
+                }
             }
         }
+        let cert_required = snapshot.tls.requires_client_cert(&host);
         let view = RequestView {
             host: &host,
             path: &canonical,
@@ -180,35 +185,42 @@ async fn route_and_forward(
             found.action.clone(),
             found.matched_prefix.map(str::to_owned),
             policy,
+            cert_required,
         )
     };
     ex.route = Some(action.route.clone());
-    if let Some(https) = &action.https {
-        if let Some(tls) = &conn.tls {
-            // The handshake's check normally ensures this; it does not when the host's
-            // CA failed to load and another certificate (the default) answered.
-            if https.client_cert_required && tls.client_cert.is_none() {
+    // The client certificate requirement belongs to the host: every Route serving it,
+    // and every connection carrying it, is held to it.
+    match &conn.tls {
+        Some(tls) => {
+            if cert_required && tls.client_cert.is_none() {
                 return Err(GatewayError::ClientCertRequired);
             }
-            ex.hsts.clone_from(&https.hsts);
-        } else if let Some((status, port)) = https.redirect {
-            let to_https = routing::RedirectAction {
-                scheme: Some("https".into()),
-                host: None,
-                port,
-                path: None,
-                status,
-            };
-            return Ok(redirect(
-                &to_https,
-                &raw_host,
-                &host,
-                &canonical,
-                query.as_deref(),
-                None,
-            ));
-        } else if https.client_cert_required {
-            return Err(GatewayError::ClientCertRequired);
+            if let Some(https) = &action.https {
+                ex.hsts.clone_from(&https.hsts);
+            }
+        }
+        None => {
+            if let Some((status, port)) = action.https.as_ref().and_then(|h| h.redirect) {
+                let to_https = routing::RedirectAction {
+                    scheme: Some("https".into()),
+                    host: None,
+                    port,
+                    path: None,
+                    status,
+                };
+                return Ok(redirect(
+                    &to_https,
+                    &raw_host,
+                    &host,
+                    &canonical,
+                    query.as_deref(),
+                    None,
+                ));
+            }
+            if cert_required {
+                return Err(GatewayError::ClientCertRequired);
+            }
         }
     }
 
