@@ -694,7 +694,7 @@ impl JwtDenied {
             JwtDenied::Missing => "token_required",
             JwtDenied::Invalid(_) => "invalid_token",
             JwtDenied::InsufficientScope(_) => "insufficient_scope",
-            JwtDenied::Forbidden(_) => "forbidden",
+            JwtDenied::Forbidden(_) => "claims_refused",
             JwtDenied::KeysUnavailable => "keys_unavailable",
         }
     }

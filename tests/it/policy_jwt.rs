@@ -180,7 +180,20 @@ async fn scopes_and_rules_refuse_with_403() {
     let a = call(&gw, Some(&wrong_tier), &[]).await;
     assert_eq!(a.status, 403);
     assert_eq!(a.header("www-authenticate"), "");
+    assert_eq!(a.json()["error"], "claims_refused");
     assert_eq!(a.json()["message"], "claim tier has no allowed value");
+}
+
+#[tokio::test]
+async fn keys_never_fetched_answer_503() {
+    let idp = JwksServer::start(String::new()).await;
+    idp.set_status(500);
+    let gw = mk_gateway(&format!("    jwksUri: {}\n", idp.url())).await;
+    let a = call(&gw, Some(&mk_token(json!({}))), &[]).await;
+    assert_eq!(a.status, 503);
+    assert_eq!(a.json()["error"], "keys_unavailable");
+    // No token is still a 401: the keys are not needed to say so.
+    assert_eq!(call(&gw, None, &[]).await.status, 401);
 }
 
 #[tokio::test]
