@@ -17,6 +17,7 @@ pub mod echo;
 pub mod gateway;
 pub mod k8s;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod routing;
 pub mod source;
