@@ -1,5 +1,6 @@
 //! Integration tests: the gateway in front of real backends, over real sockets.
 
+mod redis_server;
 mod support;
 
 mod binary;
@@ -7,6 +8,7 @@ mod chart;
 mod framing;
 mod headers;
 mod lifecycle;
+mod ratelimit_redis;
 mod routing;
 mod streaming;
 mod tls;
