@@ -112,6 +112,10 @@ struct ServeArgs {
     /// Write one log line per request (target `access`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "PORTCULLIS_ACCESS_LOG")]
     access_log: bool,
+    /// Proxies in front of the gateway (CIDRs, comma-separated) whose
+    /// `X-Forwarded-For` entries are believed when Policies judge the client address.
+    #[arg(long, value_delimiter = ',', env = "PORTCULLIS_TRUSTED_PROXIES")]
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// After SIGTERM, how long requests in flight may take to finish.
     #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
     drain_period: Duration,
@@ -198,6 +202,7 @@ impl Cli {
                     workers,
                     access_log,
                     drain_period,
+                    trusted_proxies,
                     limits,
                 } = args;
                 let default_certificate = match default_certificate
@@ -229,6 +234,7 @@ impl Cli {
                     limits: limits.into_limits(),
                     drain: drain_period,
                     access_log,
+                    trusted_proxies,
                 };
                 runtime(workers).block_on(serve(opts))
             }
@@ -243,6 +249,7 @@ impl Cli {
                     limits: Limits::default(),
                     drain: Duration::from_secs(1),
                     access_log: true,
+                    trusted_proxies: Vec::new(),
                 };
                 runtime(None).block_on(run_demo(opts))
             }
@@ -352,7 +359,7 @@ fn check(config: &std::path::Path, secrets_dir: Option<&std::path::Path>) -> Exi
     for p in &snapshot.problems {
         let origin = loaded
             .origins
-            .get(&p.object)
+            .get(&(p.kind, p.object.clone()))
             .map(|o| format!("{o}: "))
             .unwrap_or_default();
         println!("error: {origin}{p}");

@@ -5,6 +5,7 @@
 
 use crate::{
     config::{self, ObjectKey, Resource, Resources, RouteSpec},
+    policy::{self, PolicyTable},
     routing::{self, path::canonicalize, EntryOrder, EntrySpec, PathCond, Router, ValueCond},
     tls::{self, TlsTable},
 };
@@ -25,6 +26,8 @@ pub struct Snapshot {
     pub problems: Vec<Problem>,
     /// Certificates by host, for the TLS listener.
     pub tls: TlsTable,
+    /// The Policy sections of each Route, and the Policies that serve.
+    pub policies: PolicyTable,
     /// Every regular expression the table uses, for the next compile to reuse.
     regexes: HashMap<String, Regex>,
 }
@@ -56,6 +59,9 @@ pub enum Reason {
     /// plain HTTP is served, and the hosts affected get no certificate
     /// (`ResolvedRefs=False`).
     InvalidCertificateRef,
+    /// A Policy names a Route that does not exist or is not served; its other targets
+    /// are unaffected (`ResolvedRefs=False`).
+    TargetNotFound,
 }
 
 // === impl Problem ===
@@ -86,6 +92,7 @@ impl Snapshot {
             routes: BTreeMap::new(),
             problems: Vec::new(),
             tls: TlsTable::default(),
+            policies: PolicyTable::default(),
             regexes: HashMap::new(),
         }
     }
@@ -93,6 +100,24 @@ impl Snapshot {
     /// Problems that keep an object from serving as written.
     pub fn rejections(&self) -> impl Iterator<Item = &Problem> {
         self.problems.iter().filter(|p| p.rejects())
+    }
+
+    /// How many objects of `kind` do not serve as written.
+    pub fn rejected_count(&self, kind: &str) -> usize {
+        self.rejections()
+            .filter(|p| p.kind == kind)
+            .map(|p| &p.object)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    }
+
+    /// True when some version of the object serves.
+    pub fn serves(&self, kind: &str, key: &ObjectKey) -> bool {
+        match kind {
+            "Route" => self.routes.contains_key(key),
+            "Policy" => self.policies.policies.contains_key(key),
+            _ => false,
+        }
     }
 }
 
@@ -159,13 +184,20 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
         previous.map(|p| &p.tls),
         &mut problems,
     );
+    let policies = policy::build(
+        resources,
+        &routes,
+        previous.map(|p| &p.policies),
+        &mut problems,
+    );
 
-    problems.sort_by(|a, b| (&a.object, &a.field).cmp(&(&b.object, &b.field)));
+    problems.sort_by(|a, b| (a.kind, &a.object, &a.field).cmp(&(b.kind, &b.object, &b.field)));
     Snapshot {
         router: Router::build(specs),
         routes,
         problems,
         tls,
+        policies,
         regexes: regexes.built,
     }
 }
@@ -198,7 +230,9 @@ fn find_conflict(
 /// Sorts older objects first, objects without a creation time last, then by namespace
 /// and name. Computed once per object: parsing times inside the comparison would parse
 /// each one many times over.
-fn age_key(meta: &config::Meta) -> (bool, Option<std::time::SystemTime>, String, String) {
+pub(crate) fn age_key(
+    meta: &config::Meta,
+) -> (bool, Option<std::time::SystemTime>, String, String) {
     let created = meta.creation_timestamp.as_deref().and_then(parse_time);
     (
         created.is_none(),
@@ -398,14 +432,7 @@ fn compile_https(tls: &config::RouteTls, check: &mut Check<'_, '_>) -> Option<ro
         }
         HeaderValue::from_str(&v).expect("digits and fixed words")
     });
-    Some(routing::RouteHttps {
-        redirect,
-        hsts,
-        client_cert_required: tls
-            .client_certificate
-            .as_ref()
-            .is_some_and(|c| c.mode == config::ClientCertificateMode::Require),
-    })
+    Some(routing::RouteHttps { redirect, hsts })
 }
 
 /// Validates and lower-cases host patterns.

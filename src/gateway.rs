@@ -40,6 +40,9 @@ pub struct Options {
     pub limits: Limits,
     pub drain: Duration,
     pub access_log: bool,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` entries are believed
+    /// when Policies judge the client's address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Where the resources come from.
@@ -146,6 +149,7 @@ impl Gateway {
             metrics.clone(),
             opts.limits.clone(),
             opts.access_log,
+            opts.trusted_proxies.clone(),
         );
         let mut proxy_tasks = Vec::new();
         if let Some(tls_listener) = tls_listener {
@@ -244,12 +248,13 @@ fn install(snapshot: &SharedSnapshot, metrics: &Metrics, loaded: &file::Loaded) 
     for problem in &next.problems {
         let origin = loaded
             .origins
-            .get(&problem.object)
+            .get(&(problem.kind, problem.object.clone()))
             .map(ToString::to_string)
             .unwrap_or_default();
-        let serving_previous = problem.rejects() && next.routes.contains_key(&problem.object);
+        let serving_previous = problem.rejects() && next.serves(problem.kind, &problem.object);
         tracing::warn!(
             %origin,
+            kind = problem.kind,
             object = %problem.object,
             field = %problem.field,
             reason = ?problem.reason,
@@ -257,18 +262,11 @@ fn install(snapshot: &SharedSnapshot, metrics: &Metrics, loaded: &file::Loaded) 
             "{}", problem.message
         );
     }
-    let rejected = next
-        .rejections()
-        .map(|p| &p.object)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    metrics
-        .config_rejected_objects
-        .with_label_values(&["Route"])
-        .set(rejected as i64);
+    metrics.observe_rejections(&next);
     tracing::info!(
         routes = next.routes.len(),
-        rejected,
+        policies = next.policies.policies.len(),
+        rejected = next.rejections().count(),
         "configuration accepted"
     );
     snapshot.store(Arc::new(next));

@@ -41,6 +41,9 @@ pub struct Metrics {
     /// 1 while Redis answers for shared rate limits; 0 while it does not, or when no
     /// `--redis-url` is set.
     pub rate_limit_redis_up: IntGauge,
+    /// Requests a Policy refused, by `route` and `code` (`ip_denied`,
+    /// `invalid_api_key`, ...).
+    pub policy_denials: IntCounterVec,
 }
 
 impl Metrics {
@@ -124,6 +127,14 @@ impl Metrics {
             "Whether Redis answers for shared rate limits",
         )
         .expect("valid metric");
+        let policy_denials = IntCounterVec::new(
+            Opts::new(
+                "policy_denials_total",
+                "Requests refused by a Policy, by route and code",
+            ),
+            &["route", "code"],
+        )
+        .expect("valid metric");
 
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -137,6 +148,7 @@ impl Metrics {
             Box::new(tls_certificate_not_after.clone()),
             Box::new(rate_limit_decisions.clone()),
             Box::new(rate_limit_redis_up.clone()),
+            Box::new(policy_denials.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -153,6 +165,16 @@ impl Metrics {
             tls_certificate_not_after,
             rate_limit_decisions,
             rate_limit_redis_up,
+            policy_denials,
+        }
+    }
+
+    /// Sets the count of objects not serving as written, by kind.
+    pub fn observe_rejections(&self, snapshot: &crate::compile::Snapshot) {
+        for kind in ["Route", "Policy"] {
+            self.config_rejected_objects
+                .with_label_values(&[kind])
+                .set(snapshot.rejected_count(kind) as i64);
         }
     }
 

@@ -91,6 +91,20 @@ pub struct Resources {
     pub now: Option<std::time::SystemTime>,
 }
 
+impl Resources {
+    /// The Secret `key` names: in its namespace, else file mode's folder of that name.
+    pub fn secret(&self, key: &ObjectKey) -> Option<(ObjectKey, &SecretData)> {
+        if let Some(data) = self.secrets.get(key) {
+            return Some((key.clone(), data));
+        }
+        let any_namespace = ObjectKey {
+            namespace: String::new(),
+            name: key.name.clone(),
+        };
+        self.secrets.get(&any_namespace).map(|d| (any_namespace, d))
+    }
+}
+
 /// The keys of a Secret that the gateway reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecretData {

@@ -30,6 +30,25 @@ pub struct RouteResource {
     pub spec: config::RouteSpec,
 }
 
+/// The spec of the `Policy` custom resource: the domain's [`config::PolicySpec`].
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "portcullis.dev",
+    version = "v1alpha1",
+    kind = "Policy",
+    namespaced,
+    status = "ObjectStatus",
+    shortname = "pol",
+    category = "portcullis",
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+pub struct PolicyResource {
+    #[serde(flatten)]
+    pub spec: config::PolicySpec,
+}
+
 /// Status of every Portcullis object: `Accepted`, `ResolvedRefs` and `Programmed`
 /// conditions.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -40,7 +59,7 @@ pub struct ObjectStatus {
 
 /// Every CustomResourceDefinition the gateway reads, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Route::crd()]
+    vec![Route::crd(), Policy::crd()]
 }
 
 /// The CRDs as one multi-document YAML text, as `portcullis crds` prints it.

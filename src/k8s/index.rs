@@ -4,9 +4,10 @@
 //! turns the current state into the input of the compile step. Nothing here does I/O, so
 //! its tests are plain `#[test]` functions.
 
-use super::api::{ObjectStatus, Route};
+use super::api::{ObjectStatus, Policy, Route};
 use crate::config::{
-    Meta, ObjectKey, Resource, Resources, RouteSpec, SecretData, ServiceEndpoints, ServicePort,
+    Meta, ObjectKey, PolicySpec, Resource, Resources, RouteSpec, SecretData, ServiceEndpoints,
+    ServicePort,
 };
 use k8s_openapi::api::{
     core::v1::{Secret, Service},
@@ -25,6 +26,7 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 #[derive(Debug, Default)]
 pub struct Index {
     routes: BTreeMap<ObjectKey, RouteEntry>,
+    policies: BTreeMap<ObjectKey, PolicyEntry>,
     services: BTreeMap<ObjectKey, Vec<ServicePortSpec>>,
     slices: BTreeMap<ObjectKey, Slice>,
     secrets: BTreeMap<ObjectKey, SecretData>,
@@ -39,13 +41,16 @@ pub struct SecretEntry {
     pub data: Option<SecretData>,
 }
 
-/// A Route as the compile step and the status writer need it.
+/// An object as the compile step and the status writer need it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RouteEntry {
-    pub resource: Resource<RouteSpec>,
+pub struct Entry<S> {
+    pub resource: Resource<S>,
     pub uid: Option<String>,
     pub status: Option<ObjectStatus>,
 }
+
+pub type RouteEntry = Entry<RouteSpec>;
+pub type PolicyEntry = Entry<PolicySpec>;
 
 #[derive(Clone, Debug, PartialEq)]
 struct ServicePortSpec {
@@ -80,8 +85,36 @@ pub enum Changed {
 // === impl Index ===
 
 impl Index {
+    pub fn apply_policy(&mut self, policy: &Policy) -> Changed {
+        let entry = entry(policy, policy.spec.spec.clone(), policy.status.clone());
+        let key = entry.resource.meta.key();
+        let changed = match self.policies.get(&key) {
+            Some(old) if old.resource == entry.resource => Changed::No,
+            _ => Changed::Yes,
+        };
+        self.policies.insert(key, entry);
+        changed
+    }
+
+    pub fn delete_policy(&mut self, policy: &Policy) -> Changed {
+        changed(self.policies.remove(&key_of(policy)).is_some())
+    }
+
+    pub fn reset_policies(&mut self, namespace: Option<&str>, policies: &[Policy]) -> Changed {
+        let before = self.policies.clone();
+        self.policies.retain(|k, _| !in_scope(k, namespace));
+        for p in policies {
+            self.apply_policy(p);
+        }
+        changed(before != self.policies)
+    }
+
+    pub fn policies(&self) -> impl Iterator<Item = &PolicyEntry> {
+        self.policies.values()
+    }
+
     pub fn apply_route(&mut self, route: &Route) -> Changed {
-        let entry = route_entry(route);
+        let entry = entry(route, route.spec.spec.clone(), route.status.clone());
         let key = entry.resource.meta.key();
         let changed = match self.routes.get(&key) {
             Some(old) if old.resource == entry.resource => Changed::No,
@@ -191,6 +224,7 @@ impl Index {
             .collect();
         Resources {
             routes,
+            policies: self.policies.values().map(|e| e.resource.clone()).collect(),
             services,
             secrets: self.secrets.clone(),
             ..Resources::default()
@@ -258,24 +292,21 @@ fn key_of<K: kube::Resource>(obj: &K) -> ObjectKey {
     }
 }
 
-fn route_entry(route: &Route) -> RouteEntry {
+fn entry<K: kube::Resource, S>(obj: &K, spec: S, status: Option<ObjectStatus>) -> Entry<S> {
     let meta = Meta {
-        name: route.name_any(),
-        namespace: route.namespace().unwrap_or_default(),
-        creation_timestamp: route
-            .metadata
+        name: obj.name_any(),
+        namespace: obj.namespace().unwrap_or_default(),
+        creation_timestamp: obj
+            .meta()
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.to_string()),
-        generation: route.metadata.generation,
+        generation: obj.meta().generation,
     };
-    RouteEntry {
-        resource: Resource {
-            meta,
-            spec: route.spec.spec.clone(),
-        },
-        uid: route.metadata.uid.clone(),
-        status: route.status.clone(),
+    Entry {
+        resource: Resource { meta, spec },
+        uid: obj.meta().uid.clone(),
+        status,
     }
 }
 

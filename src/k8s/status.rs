@@ -1,14 +1,18 @@
-//! Route status: the conditions each Route should carry, and the writer that patches them
+//! Route and Policy status: the conditions each object should carry, and the writer that patches them
 //! when this replica holds the lease.
 //!
 //! Conditions are computed from the snapshot alone and keep their transition time while
 //! their status stays the same, so writing them never changes what the next computation
 //! gives: status writes cannot re-trigger themselves.
 
-use super::{api::Route, index::RouteEntry, watch::Compiled};
+use super::{
+    api::{ObjectStatus, Policy, Route},
+    index::{Entry, PolicyEntry, RouteEntry},
+    watch::Compiled,
+};
 use crate::{
     compile::{Problem, Reason, Snapshot},
-    config::{ObjectKey, API_VERSION},
+    config::{Meta, ObjectKey, API_VERSION},
     metrics::Metrics,
 };
 use futures_util::StreamExt;
@@ -19,7 +23,7 @@ use k8s_openapi::{
 use kube::{
     api::{Patch, PatchParams},
     runtime::events::{Event, EventType, Recorder, Reporter},
-    Api, Client, Resource,
+    Api, Client,
 };
 use std::{
     collections::{HashMap, HashSet},
@@ -50,25 +54,58 @@ pub fn desired_conditions(
     snapshot: &Snapshot,
     now: Timestamp,
 ) -> Vec<Condition> {
-    let meta = &entry.resource.meta;
+    desired(
+        "Route",
+        &entry.resource.meta,
+        entry.status.as_ref(),
+        snapshot,
+        now,
+    )
+}
+
+/// The three conditions of one Policy, computed from a snapshot.
+pub fn desired_policy_conditions(
+    entry: &PolicyEntry,
+    snapshot: &Snapshot,
+    now: Timestamp,
+) -> Vec<Condition> {
+    desired(
+        "Policy",
+        &entry.resource.meta,
+        entry.status.as_ref(),
+        snapshot,
+        now,
+    )
+}
+
+fn desired(
+    kind: &str,
+    meta: &Meta,
+    status: Option<&ObjectStatus>,
+    snapshot: &Snapshot,
+    now: Timestamp,
+) -> Vec<Condition> {
     let key = meta.key();
     let generation = meta.generation;
     let problems: Vec<&Problem> = snapshot
         .problems
         .iter()
-        .filter(|p| p.object == key)
+        .filter(|p| p.kind == kind && p.object == key)
         .collect();
 
-    let rejecting: Vec<&&Problem> = problems.iter().filter(|p| p.rejects()).collect();
-    let accepted = match rejecting.first() {
-        None => ("True", "Accepted", "the Route is valid".to_string()),
+    let refusing: Vec<&&Problem> = problems
+        .iter()
+        .filter(|p| matches!(p.reason, Reason::Invalid | Reason::Conflicted))
+        .collect();
+    let accepted = match refusing.first() {
+        None => ("True", "Accepted", format!("the {kind} is valid")),
         Some(p) => {
             let reason = if p.reason == Reason::Conflicted {
                 "Conflicted"
             } else {
                 "Invalid"
             };
-            ("False", reason, summarize(&rejecting))
+            ("False", reason, summarize(&refusing))
         }
     };
     let missing: Vec<&&Problem> = problems
@@ -76,7 +113,7 @@ pub fn desired_conditions(
         .filter(|p| {
             matches!(
                 p.reason,
-                Reason::BackendNotFound | Reason::InvalidCertificateRef
+                Reason::BackendNotFound | Reason::InvalidCertificateRef | Reason::TargetNotFound
             )
         })
         .collect();
@@ -84,14 +121,26 @@ pub fn desired_conditions(
         None => (
             "True",
             "ResolvedRefs",
-            "every backend and certificate resolves".to_string(),
+            "every reference resolves".to_string(),
         ),
-        Some(p) if p.reason == Reason::InvalidCertificateRef => {
-            ("False", "InvalidCertificateRef", summarize(&missing))
+        Some(p) => {
+            let reason = match p.reason {
+                Reason::InvalidCertificateRef => "InvalidCertificateRef",
+                Reason::TargetNotFound => "TargetNotFound",
+                _ => "BackendNotFound",
+            };
+            ("False", reason, summarize(&missing))
         }
-        Some(_) => ("False", "BackendNotFound", summarize(&missing)),
     };
-    let programmed = match snapshot.routes.get(&key).map(|r| r.meta.generation) {
+    let served = match kind {
+        "Route" => snapshot.routes.get(&key).map(|r| r.meta.generation),
+        _ => snapshot
+            .policies
+            .policies
+            .get(&key)
+            .map(|p| p.meta.generation),
+    };
+    let programmed = match served {
         Some(g) if g == generation => ("True", "Programmed", "served by the gateway".to_string()),
         Some(g) => (
             "True",
@@ -109,11 +158,7 @@ pub fn desired_conditions(
         ),
     };
 
-    let current = entry
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+    let current = status.map(|s| s.conditions.as_slice()).unwrap_or_default();
     [
         ("Accepted", accepted),
         ("ResolvedRefs", resolved),
@@ -149,7 +194,16 @@ fn summarize(problems: &[&&Problem]) -> String {
     text
 }
 
-/// Writes Route status whenever a new snapshot arrives (or every [`RESYNC`]) while
+/// One object's identity, for writes and events.
+#[derive(Clone)]
+struct Target {
+    kind: &'static str,
+    key: ObjectKey,
+    uid: Option<String>,
+    generation: Option<i64>,
+}
+
+/// Writes Route and Policy status whenever a new snapshot arrives (or every [`RESYNC`]) while
 /// `is_leader` is true. Runs until the task is dropped.
 pub async fn run_writer(
     client: Client,
@@ -167,7 +221,7 @@ pub async fn run_writer(
     );
     // What this replica last wrote, so a write is not repeated while the watch has not
     // yet delivered it back.
-    let mut written: HashMap<ObjectKey, Vec<Condition>> = HashMap::new();
+    let mut written: HashMap<(&'static str, ObjectKey), Vec<Condition>> = HashMap::new();
     let mut announced: HashSet<(String, Option<i64>, String)> = HashSet::new();
     loop {
         tokio::select! {
@@ -181,22 +235,32 @@ pub async fn run_writer(
         let Some(c) = compiled.borrow_and_update().clone() else {
             continue;
         };
+        let now = Timestamp::now();
+        let routes = c.routes.iter().map(|e| {
+            (
+                target("Route", e),
+                e.status.as_ref(),
+                desired_conditions(e, &c.snapshot, now),
+            )
+        });
+        let policies = c.policies.iter().map(|e| {
+            (
+                target("Policy", e),
+                e.status.as_ref(),
+                desired_policy_conditions(e, &c.snapshot, now),
+            )
+        });
         let mut todo = Vec::new();
-        for entry in &c.routes {
-            let key = entry.resource.meta.key();
-            let mut desired = desired_conditions(entry, &c.snapshot, Timestamp::now());
-            if let Some(prev) = written.get(&key) {
+        for (target, status, mut desired) in routes.chain(policies) {
+            let id = (target.kind, target.key.clone());
+            if let Some(prev) = written.get(&id) {
                 carry_times(&mut desired, prev);
             }
-            let current = entry
-                .status
-                .as_ref()
-                .map(|s| s.conditions.clone())
-                .unwrap_or_default();
-            if same(&desired, &current) || written.get(&key).is_some_and(|w| same(&desired, w)) {
+            let current = status.map(|s| s.conditions.clone()).unwrap_or_default();
+            if same(&desired, &current) || written.get(&id).is_some_and(|w| same(&desired, w)) {
                 continue;
             }
-            todo.push((entry.clone(), key, desired));
+            todo.push((target, desired));
         }
         if todo.is_empty() {
             continue;
@@ -205,31 +269,32 @@ pub async fn run_writer(
         // A few writes at a time: thousands of Routes on a first start take seconds,
         // not minutes, without flooding the API server.
         let results: Vec<_> = futures_util::stream::iter(todo)
-            .map(|(entry, key, desired)| {
+            .map(|(target, desired)| {
                 let client = client.clone();
                 async move {
-                    let result = write(&client, &key, &desired).await;
-                    (entry, key, desired, result)
+                    let result = write(&client, target.kind, &target.key, &desired).await;
+                    (target, desired, result)
                 }
             })
             .buffer_unordered(WRITE_CONCURRENCY)
             .collect()
             .await;
         let mut ok = 0;
-        for (entry, key, desired, result) in results {
+        for (target, desired, result) in results {
             let outcome = if result.is_ok() { "ok" } else { "error" };
             metrics.status_writes.with_label_values(&[outcome]).inc();
+            let (kind, key) = (target.kind, &target.key);
             match result {
                 Ok(()) => {
-                    tracing::debug!(route = %key, "status patched");
-                    written.insert(key, desired.clone());
+                    tracing::debug!(kind, object = %key, "status patched");
+                    written.insert((kind, key.clone()), desired.clone());
                     ok += 1;
                 }
-                Err(error) => tracing::warn!(route = %key, %error, "status patch failed"),
+                Err(error) => tracing::warn!(kind, object = %key, %error, "status patch failed"),
             }
-            announce(&recorder, &entry, &desired, &mut announced).await;
+            announce(&recorder, &target, &desired, &mut announced).await;
         }
-        tracing::info!(routes = ok, "status written");
+        tracing::info!(objects = ok, "status written");
     }
 }
 
@@ -264,27 +329,50 @@ fn same(a: &[Condition], b: &[Condition]) -> bool {
     a == b
 }
 
-async fn write(client: &Client, key: &ObjectKey, conditions: &[Condition]) -> anyhow::Result<()> {
-    let api: Api<Route> = Api::namespaced(client.clone(), &key.namespace);
+fn target<S>(kind: &'static str, entry: &Entry<S>) -> Target {
+    Target {
+        kind,
+        key: entry.resource.meta.key(),
+        uid: entry.uid.clone(),
+        generation: entry.resource.meta.generation,
+    }
+}
+
+async fn write(
+    client: &Client,
+    kind: &'static str,
+    key: &ObjectKey,
+    conditions: &[Condition],
+) -> anyhow::Result<()> {
     let patch = serde_json::json!({
         "apiVersion": API_VERSION,
-        "kind": "Route",
+        "kind": kind,
         "status": { "conditions": conditions },
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    tokio::time::timeout(
-        WRITE_TIMEOUT,
-        api.patch_status(&key.name, &params, &Patch::Apply(&patch)),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("timed out after {WRITE_TIMEOUT:?}"))??;
+    let patch = Patch::Apply(&patch);
+    let written = async {
+        match kind {
+            "Policy" => {
+                let api: Api<Policy> = Api::namespaced(client.clone(), &key.namespace);
+                api.patch_status(&key.name, &params, &patch).await.map(drop)
+            }
+            _ => {
+                let api: Api<Route> = Api::namespaced(client.clone(), &key.namespace);
+                api.patch_status(&key.name, &params, &patch).await.map(drop)
+            }
+        }
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, written)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out after {WRITE_TIMEOUT:?}"))??;
     Ok(())
 }
 
-/// Emits one Warning event per rejected generation of a Route.
+/// Emits one Warning event per rejected generation of an object.
 async fn announce(
     recorder: &Recorder,
-    entry: &RouteEntry,
+    target: &Target,
     conditions: &[Condition],
     announced: &mut HashSet<(String, Option<i64>, String)>,
 ) {
@@ -294,21 +382,16 @@ async fn announce(
     else {
         return;
     };
-    let uid = entry.uid.clone().unwrap_or_default();
-    if !announced.insert((
-        uid.clone(),
-        entry.resource.meta.generation,
-        accepted.reason.clone(),
-    )) {
+    let uid = target.uid.clone().unwrap_or_default();
+    if !announced.insert((uid, target.generation, accepted.reason.clone())) {
         return;
     }
-    let meta = &entry.resource.meta;
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some(API_VERSION.into()),
-        kind: Some(Route::kind(&()).into_owned()),
-        name: Some(meta.name.clone()),
-        namespace: Some(meta.namespace.clone()),
-        uid: entry.uid.clone(),
+        kind: Some(target.kind.into()),
+        name: Some(target.key.name.clone()),
+        namespace: Some(target.key.namespace.clone()),
+        uid: target.uid.clone(),
         ..Default::default()
     };
     let event = Event {
@@ -319,7 +402,7 @@ async fn announce(
         secondary: None,
     };
     if let Err(error) = recorder.publish(&event, &reference).await {
-        tracing::warn!(route = %meta.key(), %error, "event not recorded");
+        tracing::warn!(kind = target.kind, object = %target.key, %error, "event not recorded");
     }
 }
 

@@ -2,8 +2,8 @@
 //! that compiles and publishes snapshots.
 
 use super::{
-    api::Route,
-    index::{reduce_secret, Changed, Index, RouteEntry, SecretEntry},
+    api::{Policy, Route},
+    index::{reduce_secret, Changed, Index, PolicyEntry, RouteEntry, SecretEntry},
 };
 use crate::{
     compile::{self, Snapshot},
@@ -37,16 +37,18 @@ use tokio::sync::{mpsc, watch};
 /// compiles a few times, not once per slice.
 const BATCH_WINDOW: Duration = Duration::from_millis(50);
 
-/// What the status writer needs: the snapshot and the Routes it was compiled from.
+/// What the status writer needs: the snapshot and the objects it was compiled from.
 #[derive(Clone, Debug)]
 pub struct Compiled {
     pub snapshot: Arc<Snapshot>,
     pub routes: Vec<RouteEntry>,
+    pub policies: Vec<PolicyEntry>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Kind {
     Route,
+    Policy,
     Service,
     EndpointSlice,
     Secret,
@@ -55,6 +57,7 @@ enum Kind {
 /// One watch event, tagged with where it came from. Boxed: objects differ in size a lot.
 enum Update {
     Route(Option<String>, Box<watcher::Event<Route>>),
+    Policy(Option<String>, Box<watcher::Event<Policy>>),
     Service(Option<String>, Box<watcher::Event<Service>>),
     Slice(Option<String>, Box<watcher::Event<EndpointSlice>>),
     Secret(Option<String>, Box<watcher::Event<SecretEntry>>),
@@ -91,6 +94,12 @@ pub async fn run(
             tx.clone(),
             |s, e| Update::Route(s, Box::new(e)),
         ));
+        tasks.push(spawn_watch::<Policy>(
+            &client,
+            scope.clone(),
+            tx.clone(),
+            |s, e| Update::Policy(s, Box::new(e)),
+        ));
         tasks.push(spawn_watch::<Service>(
             &client,
             scope.clone(),
@@ -112,7 +121,7 @@ pub async fn run(
         buffers: Buffers::default(),
         synced: BTreeSet::new(),
     };
-    let needed = scopes.len() * 4;
+    let needed = scopes.len() * 5;
     let mut dirty = false;
     while let Some(update) = rx.recv().await {
         dirty |= state.handle(update) == Changed::Yes;
@@ -171,17 +180,14 @@ fn publish(
     for p in next.problems.iter() {
         tracing::debug!(object = %p.object, field = %p.field, reason = ?p.reason, "{}", p.message);
     }
-    let rejected: BTreeSet<_> = next.rejections().map(|p| &p.object).collect();
-    metrics
-        .config_rejected_objects
-        .with_label_values(&["Route"])
-        .set(rejected.len() as i64);
+    let rejected: BTreeSet<_> = next.rejections().map(|p| (p.kind, &p.object)).collect();
+    metrics.observe_rejections(&next);
     metrics
         .config_reloads
         .with_label_values(&["accepted"])
         .inc();
     // Endpoints churn all day; only a change in what is served or refused is news.
-    let prev_rejected: BTreeSet<_> = previous.rejections().map(|p| &p.object).collect();
+    let prev_rejected: BTreeSet<_> = previous.rejections().map(|p| (p.kind, &p.object)).collect();
     if next.routes.len() != previous.routes.len() || rejected != prev_rejected {
         tracing::info!(
             routes = next.routes.len(),
@@ -193,9 +199,11 @@ fn publish(
     }
     snapshot.store(next.clone());
     let routes = index.routes().cloned().collect();
+    let policies = index.policies().cloned().collect();
     let _ = compiled_tx.send(Some(Compiled {
         snapshot: next,
         routes,
+        policies,
     }));
 }
 
@@ -279,6 +287,7 @@ async fn forward<K>(
 #[derive(Default)]
 struct Buffers {
     routes: HashMap<Option<String>, Vec<Route>>,
+    policies: HashMap<Option<String>, Vec<Policy>>,
     services: HashMap<Option<String>, Vec<Service>>,
     slices: HashMap<Option<String>, Vec<EndpointSlice>>,
     secrets: HashMap<Option<String>, Vec<SecretEntry>>,
@@ -304,6 +313,17 @@ impl State {
                     let objs = self.buffers.routes.remove(&scope).unwrap_or_default();
                     self.synced.insert((Kind::Route, scope.clone()));
                     idx.reset_routes(scope.as_deref(), &objs)
+                }
+            },
+            Update::Policy(scope, ev) => match *ev {
+                Apply(o) => idx.apply_policy(&o),
+                Delete(o) => idx.delete_policy(&o),
+                Init => buffer(&mut self.buffers.policies, scope, None),
+                InitApply(o) => buffer(&mut self.buffers.policies, scope, Some(o)),
+                InitDone => {
+                    let objs = self.buffers.policies.remove(&scope).unwrap_or_default();
+                    self.synced.insert((Kind::Policy, scope.clone()));
+                    idx.reset_policies(scope.as_deref(), &objs)
                 }
             },
             Update::Service(scope, ev) => match *ev {

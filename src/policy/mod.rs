@@ -1,1 +1,391 @@
+//! Policies: who may call a Route, and how often.
+//!
+//! [`build`] compiles every Policy, attaches its sections to the Routes its `targetRefs`
+//! name, and settles conflicts (the older Policy keeps a section). [`enforce`] runs the
+//! sections of one Route on a request, in a fixed order: IP access, CORS preflight,
+//! API key, then the rest.
+//!
+//! A Policy that does not build keeps its previous good version serving. When it has
+//! none, the Routes it names refuse every request rather than serve without the
+//! protection it asks for.
+
+pub mod access;
 pub mod ratelimit;
+
+use crate::{
+    compile::{age_key, Problem, Reason},
+    config::{ObjectKey, PolicySpec, Resource, Resources, RouteSpec, TargetKind},
+};
+use access::{ApiKeys, BuildErrors, Cors, IpAccess, Preflight};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    sync::Arc,
+};
+
+/// The sections in force on each Route, and the Policies that serve.
+#[derive(Debug, Default)]
+pub struct PolicyTable {
+    /// By the Route's `namespace/name`, the label every rule action carries.
+    by_route: HashMap<Arc<str>, Arc<RoutePolicy>>,
+    /// The Policies that serve, by key: each the version given, or a previous good one.
+    pub policies: BTreeMap<ObjectKey, Resource<PolicySpec>>,
+    /// What each serving Policy built, for the next build to reuse.
+    built: BTreeMap<ObjectKey, Arc<BuiltPolicy>>,
+}
+
+/// The sections one Route gets, each from the oldest Policy that sets it.
+#[derive(Debug, Default)]
+pub struct RoutePolicy {
+    pub ip_access: Option<Arc<IpAccess>>,
+    pub cors: Option<Arc<Cors>>,
+    pub api_keys: Option<Arc<ApiKeys>>,
+    /// Why every request is refused: a Policy naming this Route does not build and has
+    /// no good version to fall back on.
+    pub broken: Option<String>,
+}
+
+/// One Policy's sections, built.
+#[derive(Debug)]
+struct BuiltPolicy {
+    ip_access: Option<Arc<IpAccess>>,
+    cors: Option<Arc<Cors>>,
+    api_keys: Option<Arc<ApiKeys>>,
+}
+
+// === impl PolicyTable ===
+
+impl PolicyTable {
+    /// The sections of the Route labelled `route`, if any Policy names it.
+    pub fn for_route(&self, route: &str) -> Option<&Arc<RoutePolicy>> {
+        self.by_route.get(route)
+    }
+}
+
+/// Builds every Policy of `resources` against the Routes that serve.
+pub fn build(
+    resources: &Resources,
+    routes: &BTreeMap<ObjectKey, Resource<RouteSpec>>,
+    previous: Option<&PolicyTable>,
+    problems: &mut Vec<Problem>,
+) -> PolicyTable {
+    let mut serving: Vec<(Resource<PolicySpec>, Arc<BuiltPolicy>)> = Vec::new();
+    let mut broken: Vec<(ObjectKey, String)> = Vec::new();
+    for policy in &resources.policies {
+        let key = policy.meta.key();
+        let reuse = previous.and_then(|p| p.built.get(&key));
+        match build_one(&policy.spec, &key, resources, reuse) {
+            Ok(built) => serving.push((policy.clone(), built)),
+            Err(errors) => {
+                for (field, message) in errors {
+                    problems.push(problem(&key, field, Reason::Invalid, message));
+                }
+                let old = previous.and_then(|p| Some((p.policies.get(&key)?, p.built.get(&key)?)));
+                match old {
+                    Some((spec, built)) => serving.push((spec.clone(), built.clone())),
+                    None => {
+                        for t in &policy.spec.target_refs {
+                            broken.push((
+                                target_key(&key, t),
+                                format!("Policy {key} is invalid; see its status"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Older Policies claim sections first, so every replica settles a conflict alike.
+    serving.sort_by_cached_key(|(p, _)| age_key(&p.meta));
+
+    #[derive(Default)]
+    struct Claims {
+        ip_access: Option<(ObjectKey, Arc<IpAccess>)>,
+        cors: Option<(ObjectKey, Arc<Cors>)>,
+        api_keys: Option<(ObjectKey, Arc<ApiKeys>)>,
+        broken: Option<String>,
+    }
+    let mut claims: BTreeMap<ObjectKey, Claims> = BTreeMap::new();
+    for (policy, built) in &serving {
+        let key = policy.meta.key();
+        for (i, target) in policy.spec.target_refs.iter().enumerate() {
+            let route = target_key(&key, target);
+            if !routes.contains_key(&route) {
+                problems.push(problem(
+                    &key,
+                    format!("spec.targetRefs[{i}]"),
+                    Reason::TargetNotFound,
+                    format!("Route {route} not found, or not served"),
+                ));
+                continue;
+            }
+            let c = claims.entry(route.clone()).or_default();
+            let mut conflict = |section: &str, owner: &ObjectKey| {
+                problems.push(problem(
+                    &key,
+                    format!("spec.{section}"),
+                    Reason::Conflicted,
+                    format!(
+                        "Route {route} already has {section} from Policy {owner}, which is older"
+                    ),
+                ));
+            };
+            macro_rules! claim {
+                ($field:ident, $name:literal) => {
+                    if let Some(section) = &built.$field {
+                        match &c.$field {
+                            Some((owner, _)) if *owner != key => conflict($name, owner),
+                            Some(_) => {}
+                            None => c.$field = Some((key.clone(), section.clone())),
+                        }
+                    }
+                };
+            }
+            claim!(ip_access, "ipAccess");
+            claim!(cors, "cors");
+            claim!(api_keys, "apiKeys");
+        }
+    }
+    for (route, why) in broken {
+        if routes.contains_key(&route) {
+            claims.entry(route).or_default().broken = Some(why);
+        }
+    }
+
+    let by_route = claims
+        .into_iter()
+        .map(|(route, c)| {
+            let policy = RoutePolicy {
+                ip_access: c.ip_access.map(|(_, s)| s),
+                cors: c.cors.map(|(_, s)| s),
+                api_keys: c.api_keys.map(|(_, s)| s),
+                broken: c.broken,
+            };
+            (Arc::from(route.to_string()), Arc::new(policy))
+        })
+        .collect();
+    let mut policies = BTreeMap::new();
+    let mut built = BTreeMap::new();
+    for (policy, b) in serving {
+        let key = policy.meta.key();
+        built.insert(key.clone(), b);
+        policies.insert(key, policy);
+    }
+    PolicyTable {
+        by_route,
+        policies,
+        built,
+    }
+}
+
+fn target_key(policy: &ObjectKey, target: &crate::config::TargetRef) -> ObjectKey {
+    match target.kind {
+        TargetKind::Route => ObjectKey {
+            namespace: policy.namespace.clone(),
+            name: target.name.clone(),
+        },
+    }
+}
+
+fn problem(key: &ObjectKey, field: String, reason: Reason, message: String) -> Problem {
+    Problem {
+        kind: "Policy",
+        object: key.clone(),
+        field,
+        reason,
+        message,
+    }
+}
+
+/// Builds each section, reusing the previous build of a section whose input is
+/// unchanged (so state such as rate-limit buckets survives unrelated changes).
+fn build_one(
+    spec: &PolicySpec,
+    key: &ObjectKey,
+    resources: &Resources,
+    previous: Option<&Arc<BuiltPolicy>>,
+) -> Result<Arc<BuiltPolicy>, BuildErrors> {
+    let mut errors: BuildErrors = Vec::new();
+    if spec.target_refs.is_empty() {
+        errors.push((
+            "spec.targetRefs".into(),
+            "at least one target is required".into(),
+        ));
+    }
+    let ip_access = spec.ip_access.as_ref().and_then(|s| {
+        let reused = previous
+            .and_then(|p| p.ip_access.clone())
+            .filter(|b| b.spec == *s);
+        section(
+            "ipAccess",
+            reuse_or_build(reused, || IpAccess::build(s)),
+            &mut errors,
+        )
+    });
+    let cors = spec.cors.as_ref().and_then(|s| {
+        let reused = previous
+            .and_then(|p| p.cors.clone())
+            .filter(|b| b.spec == *s);
+        section(
+            "cors",
+            reuse_or_build(reused, || Cors::build(s)),
+            &mut errors,
+        )
+    });
+    let api_keys = spec.api_keys.as_ref().and_then(|s| {
+        let secret = ObjectKey {
+            namespace: key.namespace.clone(),
+            name: s.keys_ref.name.clone(),
+        };
+        let result = match resources.secret(&secret) {
+            None => Err(vec![(
+                "keysRef".to_string(),
+                format!("Secret {secret} not found"),
+            )]),
+            Some((_, data)) => {
+                let reused = previous
+                    .and_then(|p| p.api_keys.clone())
+                    .filter(|b| b.spec == *s && data.keys_yaml.as_deref() == Some(&b.source[..]));
+                reuse_or_build(reused, || ApiKeys::build(s, data.keys_yaml.as_ref()))
+            }
+        };
+        section("apiKeys", result, &mut errors)
+    });
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Arc::new(BuiltPolicy {
+        ip_access,
+        cors,
+        api_keys,
+    }))
+}
+
+fn reuse_or_build<T>(
+    reused: Option<Arc<T>>,
+    build: impl FnOnce() -> Result<T, BuildErrors>,
+) -> Result<Arc<T>, BuildErrors> {
+    match reused {
+        Some(b) => Ok(b),
+        None => build().map(Arc::new),
+    }
+}
+
+/// The built section, or its errors added to `errors` with `spec.<name>.` in front.
+fn section<T>(
+    name: &str,
+    result: Result<Arc<T>, BuildErrors>,
+    errors: &mut BuildErrors,
+) -> Option<Arc<T>> {
+    match result {
+        Ok(b) => Some(b),
+        Err(errs) => {
+            errors.extend(errs.into_iter().map(|(field, message)| {
+                let path = if field.is_empty() {
+                    format!("spec.{name}")
+                } else {
+                    format!("spec.{name}.{field}")
+                };
+                (path, message)
+            }));
+            None
+        }
+    }
+}
+
+/// What a request may go on with.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// The API key's consumer, when a key was checked.
+    pub consumer: Option<Arc<str>>,
+}
+
+/// Why a request is answered by the gateway instead of its backend.
+#[derive(Debug)]
+pub enum Refusal {
+    /// A CORS preflight, answered 204 with these headers.
+    Preflight(HeaderMap),
+    Denied(Denial),
+}
+
+/// A refusal's status, machine-readable code, message and extra headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
+}
+
+impl Denial {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Denial {
+        Denial {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// The request facts the sections judge.
+pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    pub client: IpAddr,
+}
+
+/// Runs the Route's sections on a request, changing its headers where a section says
+/// so (an API key removed, the consumer set).
+pub async fn enforce(
+    policy: &RoutePolicy,
+    facts: &RequestFacts<'_>,
+    headers: &mut HeaderMap,
+) -> Result<Admission, Refusal> {
+    if let Some(why) = &policy.broken {
+        return Err(Refusal::Denied(Denial::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "policy_invalid",
+            why.clone(),
+        )));
+    }
+    if let Some(ip) = &policy.ip_access {
+        if !ip.allows(facts.client) {
+            return Err(Refusal::Denied(Denial::new(
+                StatusCode::FORBIDDEN,
+                "ip_denied",
+                "the client address is not allowed",
+            )));
+        }
+    }
+    if let Some(cors) = &policy.cors {
+        match cors.preflight(facts.method, headers) {
+            Preflight::No => {}
+            Preflight::Allowed(h) => return Err(Refusal::Preflight(h)),
+            Preflight::Refused(why) => {
+                return Err(Refusal::Denied(Denial::new(
+                    StatusCode::FORBIDDEN,
+                    "cors_refused",
+                    format!("CORS preflight refused: {why}"),
+                )))
+            }
+        }
+    }
+    let mut admission = Admission::default();
+    if let Some(keys) = &policy.api_keys {
+        match keys.authenticate(headers) {
+            Ok(consumer) => admission.consumer = Some(consumer),
+            Err(why) => {
+                let mut d = Denial::new(StatusCode::UNAUTHORIZED, "invalid_api_key", why);
+                if let Ok(v) =
+                    HeaderValue::from_str(&format!("ApiKey header=\"{}\"", keys.header()))
+                {
+                    d.headers.push((http::header::WWW_AUTHENTICATE, v));
+                }
+                return Err(Refusal::Denied(d));
+            }
+        }
+    }
+    Ok(admission)
+}

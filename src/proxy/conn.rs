@@ -89,8 +89,6 @@ pub(super) struct ConnInfo {
 pub(super) struct TlsConn {
     /// The profile the handshake used; see [`crate::tls::Profile::id`].
     pub profile: u64,
-    /// The name the client asked for, lower-case.
-    pub sni: Option<String>,
     /// `x-forwarded-client-cert` for a verified client certificate.
     pub client_cert: Option<http::HeaderValue>,
 }
@@ -202,12 +200,12 @@ async fn handshake(stream: TcpStream, proxy: &Proxy) -> Option<(TlsStream<TcpStr
             return Err("unknown_name");
         };
         match start.into_stream(profile.config.clone()).await {
-            Ok(stream) => Ok((stream, profile.id, sni)),
+            Ok(stream) => Ok((stream, profile.id)),
             Err(_) => Err("failed"),
         }
     })
     .await;
-    let (stream, profile, sni) = match result {
+    let (stream, profile) = match result {
         Ok(Ok(done)) => done,
         Ok(Err(why)) => {
             proxy.metrics.tls_handshakes.with_label_values(&[why]).inc();
@@ -237,7 +235,6 @@ async fn handshake(stream: TcpStream, proxy: &Proxy) -> Option<(TlsStream<TcpStr
         stream,
         TlsConn {
             profile,
-            sni,
             client_cert,
         },
     ))

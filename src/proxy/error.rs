@@ -28,6 +28,9 @@ pub enum GatewayError {
     Misdirected,
     #[error("this host requires a client certificate, sent over HTTPS")]
     ClientCertRequired,
+    /// Refused by a Policy section.
+    #[error("{}", .0.message)]
+    Policy(Box<crate::policy::Denial>),
 }
 
 impl GatewayError {
@@ -43,6 +46,7 @@ impl GatewayError {
             GatewayError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::ClientCertRequired => StatusCode::FORBIDDEN,
+            GatewayError::Policy(d) => d.status,
         }
     }
 
@@ -59,6 +63,7 @@ impl GatewayError {
             GatewayError::Timeout(_) => "timeout",
             GatewayError::Misdirected => "misdirected",
             GatewayError::ClientCertRequired => "client_certificate_required",
+            GatewayError::Policy(d) => d.code,
         }
     }
 
@@ -72,6 +77,10 @@ impl GatewayError {
     }
 
     pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let extra = match &self {
+            GatewayError::Policy(d) => d.headers.clone(),
+            _ => Vec::new(),
+        };
         let body = serde_json::json!({
             "error": self.code(),
             "status": self.status().as_u16(),
@@ -88,6 +97,9 @@ impl GatewayError {
         headers.insert(super::headers::X_REQUEST_ID, request_id.clone());
         if self.closes_connection() {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        for (name, value) in extra {
+            headers.append(name, value);
         }
         resp
     }

@@ -18,6 +18,11 @@ use super::{
 };
 use crate::{
     metrics,
+    policy::{
+        self,
+        access::{client_address, Cors},
+        Refusal, RequestFacts,
+    },
     routing::{self, path, ActionKind, RequestView, RuleAction},
 };
 use http::{header, uri, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -36,6 +41,8 @@ struct Exchange {
     backend: Option<Arc<str>>,
     /// `Strict-Transport-Security` for the answer, once the rule is known.
     hsts: Option<HeaderValue>,
+    /// The Route's CORS section and the request's `Origin`, to label the answer.
+    cors: Option<(Arc<Cors>, Option<HeaderValue>)>,
 }
 
 pub(super) async fn handle(
@@ -53,6 +60,7 @@ pub(super) async fn handle(
         route: None,
         backend: None,
         hsts: None,
+        cors: None,
     };
     let mut resp = match route_and_forward(&proxy, &conn, req, &mut ex).await {
         Ok(resp) => resp,
@@ -67,6 +75,10 @@ pub(super) async fn handle(
     if let Some(hsts) = ex.hsts.take() {
         resp.headers_mut()
             .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
+    // Refusals are labelled too, so a page can read why it was refused.
+    if let Some((cors, origin)) = ex.cors.take() {
+        cors.label(origin.as_ref(), resp.headers_mut());
     }
     Ok(observe(&proxy, resp, ex))
 }
@@ -143,18 +155,23 @@ async fn route_and_forward(
     }
 
     // Phase 3: the rule. The snapshot guard is dropped before any await.
-    let (action, matched_prefix) = {
+    let (action, matched_prefix, policy, cert_required) = {
         let snapshot = proxy.snapshot.load();
         // A connection may carry requests for other hosts (HTTP/2 coalescing, or a
         // client that simply lies): each must belong to the certificate and client
         // check this connection's handshake used, or a host's mTLS could be skipped.
+        // Checked on every request, not only when the host differs from the name the
+        // handshake asked for: a replaced client CA changes the profile under an open
+        // connection. A host with no certificate of its own may be asked for on any
+        // connection.
         if let Some(tls) = &conn.tls {
-            if tls.sni.as_deref() != Some(host.as_str())
-                && snapshot.tls.resolve(Some(&host)).map(|p| p.id) != Some(tls.profile)
-            {
-                return Err(GatewayError::Misdirected);
+            if let Some(p) = snapshot.tls.resolve(Some(&host)) {
+                if p.id != tls.profile {
+                    return Err(GatewayError::Misdirected);
+                }
             }
         }
+        let cert_required = snapshot.tls.requires_client_cert(&host);
         let view = RequestView {
             host: &host,
             path: &canonical,
@@ -163,38 +180,47 @@ async fn route_and_forward(
             query: query.as_deref(),
         };
         let found = snapshot.router.lookup(&view).ok_or(GatewayError::NoRoute)?;
+        let policy = snapshot.policies.for_route(&found.action.route).cloned();
         (
             found.action.clone(),
             found.matched_prefix.map(str::to_owned),
+            policy,
+            cert_required,
         )
     };
     ex.route = Some(action.route.clone());
-    if let Some(https) = &action.https {
-        if let Some(tls) = &conn.tls {
-            // The handshake's check normally ensures this; it does not when the host's
-            // CA failed to load and another certificate (the default) answered.
-            if https.client_cert_required && tls.client_cert.is_none() {
+    // The client certificate requirement belongs to the host: every Route serving it,
+    // and every connection carrying it, is held to it.
+    match &conn.tls {
+        Some(tls) => {
+            if cert_required && tls.client_cert.is_none() {
                 return Err(GatewayError::ClientCertRequired);
             }
-            ex.hsts.clone_from(&https.hsts);
-        } else if let Some((status, port)) = https.redirect {
-            let to_https = routing::RedirectAction {
-                scheme: Some("https".into()),
-                host: None,
-                port,
-                path: None,
-                status,
-            };
-            return Ok(redirect(
-                &to_https,
-                &raw_host,
-                &host,
-                &canonical,
-                query.as_deref(),
-                None,
-            ));
-        } else if https.client_cert_required {
-            return Err(GatewayError::ClientCertRequired);
+            if let Some(https) = &action.https {
+                ex.hsts.clone_from(&https.hsts);
+            }
+        }
+        None => {
+            if let Some((status, port)) = action.https.as_ref().and_then(|h| h.redirect) {
+                let to_https = routing::RedirectAction {
+                    scheme: Some("https".into()),
+                    host: None,
+                    port,
+                    path: None,
+                    status,
+                };
+                return Ok(redirect(
+                    &to_https,
+                    &raw_host,
+                    &host,
+                    &canonical,
+                    query.as_deref(),
+                    None,
+                ));
+            }
+            if cert_required {
+                return Err(GatewayError::ClientCertRequired);
+            }
         }
     }
 
@@ -212,6 +238,33 @@ async fn route_and_forward(
         }
         ActionKind::Forward(f) => f,
     };
+
+    if let Some(policy) = &policy {
+        let facts = RequestFacts {
+            method: &req.method().clone(),
+            client: client_address(conn.peer.ip(), req.headers(), &proxy.trusted_proxies),
+        };
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        match policy::enforce(policy, &facts, req.headers_mut()).await {
+            Ok(_admission) => {}
+            Err(Refusal::Preflight(headers)) => {
+                let mut resp = Response::new(empty());
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                resp.headers_mut().extend(headers);
+                return Ok(resp);
+            }
+            Err(Refusal::Denied(denial)) => {
+                ex.cors = policy.cors.clone().map(|c| (c, origin));
+                proxy
+                    .metrics
+                    .policy_denials
+                    .with_label_values(&[&action.route, denial.code])
+                    .inc();
+                return Err(GatewayError::Policy(Box::new(denial)));
+            }
+        }
+        ex.cors = policy.cors.clone().map(|c| (c, origin));
+    }
 
     let body_limit = action.max_body_bytes.unwrap_or(proxy.limits.max_body_bytes);
     if let Some(len) = content_length(&req) {

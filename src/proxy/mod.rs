@@ -66,6 +66,8 @@ impl Default for Limits {
 /// Everything a request needs, shared by all connections.
 pub struct Proxy {
     snapshot: SharedSnapshot,
+    /// Peers whose `X-Forwarded-For` is believed when finding the client's address.
+    trusted_proxies: Vec<ipnet::IpNet>,
     client: Client<HttpConnector, ProxyBody>,
     metrics: Arc<Metrics>,
     limits: Limits,
@@ -78,6 +80,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
         limits: Limits,
         access_log: bool,
+        trusted_proxies: Vec<ipnet::IpNet>,
     ) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -91,6 +94,7 @@ impl Proxy {
             .build(connector);
         Arc::new(Proxy {
             snapshot,
+            trusted_proxies,
             client,
             metrics,
             limits,

@@ -33,8 +33,6 @@ pub struct RouteHttps {
     pub redirect: Option<(http::StatusCode, Option<u16>)>,
     /// `Strict-Transport-Security` for HTTPS responses.
     pub hsts: Option<HeaderValue>,
-    /// Plain HTTP is refused: its clients could not have shown a certificate.
-    pub client_cert_required: bool,
 }
 
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 //! field path and the line, so the last good snapshot keeps serving. Objects that parse
 //! but are wrong are reported by the compile step and rejected alone.
 
-use crate::config::{Meta, Resource, Resources, RouteSpec, API_VERSION};
+use crate::config::{Meta, PolicySpec, Resource, Resources, RouteSpec, API_VERSION};
 use serde::Deserialize;
 use std::{
     collections::BTreeMap,
@@ -25,7 +25,8 @@ pub struct Origin {
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub resources: Resources,
-    pub origins: BTreeMap<crate::config::ObjectKey, Origin>,
+    /// By kind and key.
+    pub origins: BTreeMap<(&'static str, crate::config::ObjectKey), Origin>,
     /// A fingerprint of the files' names and contents, to skip reloads that would
     /// change nothing.
     pub digest: u64,
@@ -291,61 +292,87 @@ pub fn parse_into(file: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec
                 continue;
             }
         }
-        match header.kind.as_deref() {
+        let location_of = |file: &Path| Origin {
+            file: file.to_path_buf(),
+            document: n,
+        };
+        let result = match header.kind.as_deref() {
             Some("Route") => {
-                match serde_path_to_error::deserialize::<_, Document<RouteSpec>>(doc) {
-                    Ok(d) => {
-                        let key = d.metadata.key();
-                        if loaded.origins.contains_key(&key) {
-                            errors.push(err(
-                                Some(n),
-                                Some("metadata.name".into()),
-                                None,
-                                format!(
-                                    "Route {key} is defined twice; also in {}",
-                                    loaded.origins[&key]
-                                ),
-                            ));
-                            continue;
-                        }
-                        loaded.origins.insert(
-                            key,
-                            Origin {
-                                file: file.to_path_buf(),
-                                document: n,
-                            },
-                        );
-                        loaded.resources.routes.push(Resource {
-                            meta: d.metadata,
-                            spec: d.spec,
-                        });
-                    }
-                    Err(e) => {
-                        let field = e.path().to_string();
-                        let inner = e.into_inner();
-                        errors.push(err(
-                            Some(n),
-                            Some(field),
-                            location(&inner),
-                            strip_location(&inner),
-                        ));
-                    }
+                serde_path_to_error::deserialize::<_, Document<RouteSpec>>(doc).map(|d| {
+                    let key = d.metadata.key();
+                    let resource = Resource {
+                        meta: d.metadata,
+                        spec: d.spec,
+                    };
+                    ("Route", key, Parsed::Route(resource))
+                })
+            }
+            Some("Policy") => {
+                serde_path_to_error::deserialize::<_, Document<PolicySpec>>(doc).map(|d| {
+                    let key = d.metadata.key();
+                    let resource = Resource {
+                        meta: d.metadata,
+                        spec: d.spec,
+                    };
+                    ("Policy", key, Parsed::Policy(resource))
+                })
+            }
+            Some(other) => {
+                errors.push(err(
+                    Some(n),
+                    Some("kind".into()),
+                    None,
+                    format!("{other:?} is not a kind this gateway reads; expected Route or Policy"),
+                ));
+                continue;
+            }
+            None => {
+                errors.push(err(
+                    Some(n),
+                    Some("kind".into()),
+                    None,
+                    "missing; write Route or Policy".into(),
+                ));
+                continue;
+            }
+        };
+        match result {
+            Ok((kind, key, parsed)) => {
+                let id = (kind, key);
+                if let Some(first) = loaded.origins.get(&id) {
+                    errors.push(err(
+                        Some(n),
+                        Some("metadata.name".into()),
+                        None,
+                        format!("{kind} {} is defined twice; also in {first}", id.1),
+                    ));
+                    continue;
+                }
+                loaded.origins.insert(id, location_of(file));
+                match parsed {
+                    Parsed::Route(r) => loaded.resources.routes.push(r),
+                    Parsed::Policy(p) => loaded.resources.policies.push(p),
                 }
             }
-            Some(other) => errors.push(err(
-                Some(n),
-                Some("kind".into()),
-                None,
-                format!("{other:?} is not a kind this gateway reads; expected Route"),
-            )),
-            None => errors.push(err(
-                Some(n),
-                Some("kind".into()),
-                None,
-                "missing; write Route".into(),
-            )),
+            Err(e) => {
+                let field = e.path().to_string();
+                let inner = e.into_inner();
+                errors.push(err(
+                    Some(n),
+                    Some(field),
+                    location(&inner),
+                    strip_location(&inner),
+                ));
+            }
         }
     }
+}
+
+/// One document of a kind the gateway reads.
+#[allow(clippy::large_enum_variant)] // one per document, moved once
+enum Parsed {
+    Route(Resource<RouteSpec>),
+    Policy(Resource<PolicySpec>),
 }
 
 fn location(e: &serde_norway::Error) -> Option<(usize, usize)> {
@@ -481,7 +508,7 @@ mod tests {
         assert_eq!(loaded.resources.routes.len(), 2);
         assert_eq!(loaded.resources.routes[0].meta.namespace, "default");
         assert_eq!(loaded.resources.routes[1].meta.namespace, "x");
-        let origin = &loaded.origins[&loaded.resources.routes[1].meta.key()];
+        let origin = &loaded.origins[&("Route", loaded.resources.routes[1].meta.key())];
         assert_eq!(origin.document, 3);
     }
 

@@ -52,11 +52,12 @@ impl Certificate {
         let key = data.tls_key.clone().ok_or("has no tls.key")?;
         let chain = CertificateDer::pem_slice_iter(&crt)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("tls.crt is not valid PEM: {e}"))?;
+            .map_err(|e| format!("tls.crt is not valid PEM ({})", pem_problem(&e)))?;
         if chain.is_empty() {
             return Err("tls.crt holds no certificate".into());
         }
-        let private = PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("tls.key: {e}"))?;
+        let private = PrivateKeyDer::from_pem_slice(&key)
+            .map_err(|e| format!("tls.key holds no usable private key ({})", pem_problem(&e)))?;
         let certified = CertifiedKey::from_der(chain, private, &provider())
             .map_err(|e| format!("tls.crt and tls.key do not make a usable pair: {e}"))?;
         let leaf = &certified.cert[0];
@@ -120,7 +121,7 @@ impl ClientCa {
         let pem = data.ca_crt.clone().ok_or("has no ca.crt")?;
         let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("ca.crt is not valid PEM: {e}"))?;
+            .map_err(|e| format!("ca.crt is not valid PEM ({})", pem_problem(&e)))?;
         let mut roots = RootCertStore::empty();
         let (added, ignored) = roots.add_parsable_certificates(certs);
         if added == 0 {
@@ -137,6 +138,22 @@ impl ClientCa {
 
     pub(super) fn same_source(&self, data: &SecretData) -> bool {
         data.ca_crt.as_deref() == Some(&self.source[..])
+    }
+
+    pub(super) fn source_bytes(&self) -> &[u8] {
+        &self.source
+    }
+}
+
+/// A PEM error in words, without the bytes some errors carry.
+fn pem_problem(e: &rustls_pki_types::pem::Error) -> &'static str {
+    use rustls_pki_types::pem::Error as E;
+    match e {
+        E::MissingSectionEnd { .. } => "a section has no END line",
+        E::IllegalSectionStart { .. } => "a BEGIN line is malformed",
+        E::Base64Decode(_) => "a section is not valid base64",
+        E::NoItemsFound => "no PEM section of the expected kind",
+        _ => "unreadable",
     }
 }
 

@@ -3,9 +3,10 @@
 //!
 //! [`build`] turns the certificate references of the Routes that serve into a
 //! [`TlsTable`], which the snapshot carries; the TLS listener asks it for a [`Profile`]
-//! on every handshake. A profile's `id` names where its certificate and client CA come
-//! from, not their bytes: a renewed certificate keeps the id, so requests on connections
-//! opened before the renewal still pass the misdirection check.
+//! on every handshake. A profile's `id` names where its certificate comes from, not its
+//! bytes: a renewed certificate keeps the id, so requests on connections opened before
+//! the renewal still pass the misdirection check. A client CA counts by its contents, so
+//! replacing one ends what the old one verified.
 
 mod load;
 
@@ -16,7 +17,7 @@ use crate::{
 pub use load::{Certificate, ClientCa};
 use rustls::ServerConfig;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     hash::{Hash, Hasher},
     sync::Arc,
 };
@@ -29,6 +30,10 @@ pub struct TlsTable {
     /// certificates.
     wildcard: HashMap<String, Arc<Profile>>,
     default: Option<Arc<Profile>>,
+    /// Hosts of Routes that require a client certificate, exact and (by suffix) wildcard;
+    /// kept even when the CA does not load, so the requirement never lapses.
+    require_exact: HashSet<String>,
+    require_wildcard: HashSet<String>,
     /// Why the default certificate is not served, when it is set and fails to load.
     pub default_problem: Option<String>,
     /// Every certificate and CA that loaded, by Secret, for the next build to reuse.
@@ -77,6 +82,23 @@ impl TlsTable {
         self.default.as_ref().filter(|d| d.cert.covers(name))
     }
 
+    /// True when any Route of `host` (lower-case, no port) requires a client certificate:
+    /// then every request for it needs one, whichever Route answers it. A wildcard covers
+    /// any depth, as in routing.
+    pub fn requires_client_cert(&self, host: &str) -> bool {
+        if self.require_exact.contains(host) {
+            return true;
+        }
+        let mut rest = host;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if self.require_wildcard.contains(parent) {
+                return true;
+            }
+            rest = parent;
+        }
+        false
+    }
+
     /// Every certificate in use, for metrics.
     pub fn certificates(&self) -> impl Iterator<Item = &Arc<Certificate>> {
         self.certs.values()
@@ -107,10 +129,25 @@ pub fn build<'r>(
     };
     let mut exact: HashMap<String, (Arc<Profile>, ObjectKey)> = HashMap::new();
     let mut wildcard: HashMap<String, (Arc<Profile>, ObjectKey)> = HashMap::new();
+    let mut require_exact = HashSet::new();
+    let mut require_wildcard = HashSet::new();
 
     for route in routes {
         let Some(tls) = &route.spec.tls else { continue };
         let key = route.meta.key();
+        let requires = tls
+            .client_certificate
+            .as_ref()
+            .is_some_and(|c| c.mode == ClientCertificateMode::Require);
+        if requires {
+            for host in &route.spec.hosts {
+                let host = host.to_ascii_lowercase();
+                match host.strip_prefix("*.") {
+                    Some(parent) => require_wildcard.insert(parent.to_string()),
+                    None => require_exact.insert(host),
+                };
+            }
+        }
         let mut report = |field: String, message: String| {
             problems.push(Problem {
                 kind: "Route",
@@ -140,26 +177,28 @@ pub fn build<'r>(
             );
         }
         let client = match &tls.client_certificate {
-            None => None,
+            None => Ok(None),
             Some(cc) => {
                 let ca_key = secret_key(&key, &cc.ca_ref.name);
                 match b.client_ca(&ca_key) {
-                    Ok(ca) => Some((ca, cc.mode)),
+                    Ok(ca) => Ok(Some((ca, cc.mode))),
                     Err(message) => {
-                        // Serving these hosts without the client check would open them
-                        // to everyone; they get no TLS until the CA loads.
                         report("spec.tls.clientCertificate.caRef".into(), message);
-                        continue;
+                        Err(())
                     }
                 }
             }
         };
-        let profile = match b.profile(&cert, client) {
-            Ok(p) => p,
-            Err(message) => {
+        // Serving these hosts without the client check would open them to everyone;
+        // they get no TLS until the CA loads. Their names are still checked, so one run
+        // reports every problem.
+        let profile = match client.map(|c| b.profile(&cert, c)) {
+            Ok(Ok(p)) => Some(p),
+            Ok(Err(message)) => {
                 report("spec.tls".into(), message);
-                continue;
+                None
             }
+            Err(()) => None,
         };
         for (i, host) in route.spec.hosts.iter().enumerate() {
             let host = host.to_ascii_lowercase();
@@ -180,6 +219,7 @@ pub fn build<'r>(
                     (&mut exact, host.clone())
                 }
             };
+            let Some(profile) = &profile else { continue };
             match table.get(&name) {
                 Some((held, owner)) if held.id != profile.id => report(
                     field,
@@ -216,6 +256,8 @@ pub fn build<'r>(
         exact: exact.into_iter().map(|(k, (p, _))| (k, p)).collect(),
         wildcard: wildcard.into_iter().map(|(k, (p, _))| (k, p)).collect(),
         default,
+        require_exact,
+        require_wildcard,
         default_problem,
         // By the key each was found under, which is what the next build looks up.
         certs: certs
@@ -275,15 +317,7 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn secret(&self, key: &ObjectKey) -> Option<(ObjectKey, &SecretData)> {
-        let secrets = &self.resources.secrets;
-        if let Some(data) = secrets.get(key) {
-            return Some((key.clone(), data));
-        }
-        let any_namespace = ObjectKey {
-            namespace: String::new(),
-            name: key.name.clone(),
-        };
-        secrets.get(&any_namespace).map(|d| (any_namespace, d))
+        self.resources.secret(key)
     }
 
     fn certificate(&mut self, key: &ObjectKey) -> Result<CertificateUse, String> {
@@ -366,6 +400,11 @@ impl Builder<'_> {
                 let config = load::server_config(cert, client.as_ref())?;
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 key.hash(&mut h);
+                // A replaced CA is a new id: connections verified by the old one get 421
+                // and must show their certificate again.
+                if let Some((ca, _)) = &client {
+                    ca.source_bytes().hash(&mut h);
+                }
                 Arc::new(Profile {
                     id: h.finish(),
                     config: Arc::new(config),

@@ -237,6 +237,93 @@ async fn https_status(sender: &mut HttpsSender, host: &str) -> Option<u16> {
     Some(resp.status().as_u16())
 }
 
+/// A condition of a Policy: (status, reason, message).
+fn policy_condition(ns: &str, name: &str, type_: &str) -> Option<(String, String, String)> {
+    let (ok, out, _) = kubectl(&["-n", ns, "get", "policy", name, "-o", "json"], None);
+    if !ok {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    let c = v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?
+        .clone();
+    Some((
+        c["status"].as_str()?.to_string(),
+        c["reason"].as_str()?.to_string(),
+        c["message"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+async fn policy_status_is(ns: &str, name: &str, type_: &str, status: &str, reason: &str) {
+    eventually(
+        &format!("Policy {name} {type_}={status} ({reason})"),
+        CONVERGE,
+        async || policy_condition(ns, name, type_).is_some_and(|c| c.0 == status && c.1 == reason),
+    )
+    .await;
+}
+
+fn policy(ns: &str, name: &str, spec: &str) -> String {
+    format!("apiVersion: portcullis.dev/v1alpha1\nkind: Policy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}")
+}
+
+#[tokio::test]
+async fn a_policy_protects_its_route_and_reports_conflicts() {
+    let env = env();
+    let ns = Namespace::new("e2e-policy");
+    let a = backend(env.backends[0], "a").await;
+    apply_service(&ns.0, "web", &[a]);
+    apply(&route(&ns.0, "web", "  hosts: [web.example.com]\n  rules:\n  - backends: [{service: {name: web, port: http}}]\n"));
+    let gw = Gateway::start(&ns.0).await;
+    served_by(&gw, "web.example.com", "/", "a").await;
+
+    // The test client reaches the gateway from loopback.
+    apply(&policy(
+        &ns.0,
+        "no-loopback",
+        "  targetRefs: [{kind: Route, name: web}]\n  ipAccess: {deny: [127.0.0.0/8]}\n",
+    ));
+    status_code(&gw, "web.example.com", "/", 403).await;
+    policy_status_is(&ns.0, "no-loopback", "Accepted", "True", "Accepted").await;
+    policy_status_is(&ns.0, "no-loopback", "Programmed", "True", "Programmed").await;
+
+    // A newer Policy setting the same section loses, and says why.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    apply(&policy(
+        &ns.0,
+        "loopback",
+        "  targetRefs: [{kind: Route, name: web}, {kind: Route, name: nowhere}]\n  ipAccess: {allow: [127.0.0.0/8]}\n",
+    ));
+    policy_status_is(&ns.0, "loopback", "Accepted", "False", "Conflicted").await;
+    let (_, _, message) = policy_condition(&ns.0, "loopback", "Accepted").unwrap();
+    assert!(
+        message.contains("already has ipAccess from Policy e2e-policy/no-loopback"),
+        "{message}"
+    );
+    policy_status_is(&ns.0, "loopback", "ResolvedRefs", "False", "TargetNotFound").await;
+    status_code(&gw, "web.example.com", "/", 403).await;
+
+    // The API server itself refuses a Policy without targets.
+    let (ok, _, err) = kubectl(
+        &["apply", "-f", "-"],
+        Some(&policy(
+            &ns.0,
+            "empty",
+            "  targetRefs: []\n  ipAccess: {deny: [10.0.0.0/8]}\n",
+        )),
+    );
+    assert!(!ok && err.contains("targetRefs"), "{err}");
+
+    // Deleting the older Policy lets the newer one's section apply.
+    let (ok, _, err) = kubectl(&["-n", &ns.0, "delete", "policy", "no-loopback"], None);
+    assert!(ok, "{err}");
+    served_by(&gw, "web.example.com", "/", "a").await;
+    policy_status_is(&ns.0, "loopback", "Accepted", "True", "Accepted").await;
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn the_api_server_refuses_obviously_wrong_routes() {
     let ns = Namespace::new("e2e-schema");

@@ -16,6 +16,8 @@ async fn serve_logs_json_and_drains_on_sigterm() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--listen-tls",
+            "127.0.0.1:0",
             "--admin",
             "127.0.0.1:0",
             "--log-format",
@@ -124,6 +126,8 @@ fn serve_refuses_to_start_on_a_broken_file() {
         .args([
             "serve",
             "--listen",
+            "127.0.0.1:0",
+            "--listen-tls",
             "127.0.0.1:0",
             "--admin",
             "127.0.0.1:0",

@@ -8,6 +8,7 @@ mod chart;
 mod framing;
 mod headers;
 mod lifecycle;
+mod policy;
 mod ratelimit_redis;
 mod routing;
 mod streaming;

@@ -56,26 +56,44 @@ impl TestGateway {
         secrets: impl FnOnce(&std::path::Path),
         default_cert: Option<&str>,
     ) -> TestGateway {
+        Self::build(yaml, secrets, |o| {
+            o.limits = limits;
+            o.default_certificate = default_cert.map(|name| ObjectKey {
+                namespace: String::new(),
+                name: name.into(),
+            });
+        })
+        .await
+    }
+
+    /// `edit` changes the options before the gateway starts.
+    pub async fn with_options(yaml: &str, edit: impl FnOnce(&mut Options)) -> TestGateway {
+        Self::build(yaml, |_| {}, edit).await
+    }
+
+    async fn build(
+        yaml: &str,
+        secrets: impl FnOnce(&std::path::Path),
+        edit: impl FnOnce(&mut Options),
+    ) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
         let secrets_dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("routes.yaml"), yaml).unwrap();
         secrets(secrets_dir.path());
-        let gw = Gateway::start(Options {
+        let mut opts = Options {
             source: Source::Files(dir.path().to_path_buf()),
             listen: "127.0.0.1:0".parse().unwrap(),
             listen_tls: Some("127.0.0.1:0".parse().unwrap()),
             admin: "127.0.0.1:0".parse().unwrap(),
             secrets_dir: Some(secrets_dir.path().to_path_buf()),
-            default_certificate: default_cert.map(|name| ObjectKey {
-                namespace: String::new(),
-                name: name.into(),
-            }),
-            limits,
+            default_certificate: None,
+            limits: Limits::default(),
             drain: Duration::from_secs(5),
             access_log: false,
-        })
-        .await
-        .unwrap();
+            trusted_proxies: Vec::new(),
+        };
+        edit(&mut opts);
+        let gw = Gateway::start(opts).await.unwrap();
         TestGateway {
             addr: gw.listen_addr,
             tls_addr: gw.listen_tls_addr.unwrap(),
@@ -93,6 +111,15 @@ impl TestGateway {
     /// The base URL of the traffic listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+}
+
+/// Waits up to 10 s for `f` to hold.
+pub async fn eventually_true(mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

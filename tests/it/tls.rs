@@ -266,10 +266,10 @@ async fn a_request_for_a_host_of_another_certificate_gets_421() {
     let a = c.get("two.example.test", "/", &[]).await.unwrap();
     assert_eq!(a.status, 421);
     assert_eq!(a.json()["error"], "misdirected");
-    // A host with no TLS at all is not this connection's either.
+    // A host with no certificate of its own may be asked for on any connection.
     assert_eq!(
         c.get("plain.example.test", "/", &[]).await.unwrap().status,
-        421
+        404
     );
 
     // Hosts that share a certificate may share a connection.
@@ -717,4 +717,112 @@ async fn a_host_whose_client_ca_is_missing_is_never_served_without_a_certificate
         .unwrap();
     assert_eq!(a.status, 403);
     assert_eq!(a.json()["error"], "client_certificate_required");
+}
+
+#[tokio::test]
+async fn the_client_certificate_requirement_holds_for_the_host_whatever_route_answers() {
+    let pki = Pki::new("Server CA");
+    let clients = Pki::new("Client CA");
+    let other_clients = Pki::new("Other client CA");
+    let shop = pki.leaf(&["shop.example.test"]);
+    let alice = clients.leaf(&["alice"]);
+    let backend = echo("b").await;
+    // `locked` requires a certificate on /secure; `extra` and the catch-all serve the
+    // same host without saying anything about certificates.
+    let yaml = tls_route(
+        "locked",
+        &["shop.example.test"],
+        "shop",
+        backend,
+        "    clientCertificate: {caRef: {name: client-ca}}\n",
+    )
+    .replace(
+        "  - backends:",
+        "  - matches: [{path: {value: /secure}}]\n    backends:",
+    ) + "---\n"
+        + &route_to("catch-all", backend);
+    let ca_pem = clients.ca_pem();
+    let gw = TestGateway::with_secrets(
+        &yaml,
+        Limits::default(),
+        |dir| {
+            write_cert(dir, "shop", &shop);
+            write_secret(dir, "client-ca", &[("ca.crt", &ca_pem)]);
+        },
+        None,
+    )
+    .await;
+    for path in ["/secure", "/other"] {
+        let a = get(&gw.url(path), &[("host", "shop.example.test")]).await;
+        assert_eq!(a.status, 403, "{path}");
+    }
+    // Another host still reaches the catch-all.
+    assert_eq!(
+        get(&gw.url("/"), &[("host", "else.test")]).await.status,
+        200
+    );
+    let a = https_get(&gw, &pki, "shop.example.test", "/other", Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200);
+
+    // Replacing the CA ends what the old one verified, also on open connections.
+    let open = connect(gw.tls_addr, "shop.example.test", pki.roots(), Some(&alice))
+        .await
+        .unwrap();
+    let mut open = Https::over(open).await;
+    assert_eq!(
+        open.get("shop.example.test", "/secure", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    write_secret(
+        gw.secrets.path(),
+        "client-ca",
+        &[("ca.crt", &other_clients.ca_pem())],
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = open
+            .get("shop.example.test", "/secure", &[])
+            .await
+            .unwrap()
+            .status;
+        if status == 421 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old CA kept its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        https_get(&gw, &pki, "shop.example.test", "/secure", Some(&alice))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_names_no_host_reaches_hosts_without_certificates() {
+    let pki = Pki::new("Test CA");
+    let fallback = pki.leaf(&["127.0.0.1"]);
+    let backend = echo("b").await;
+    let gw = TestGateway::with_secrets(
+        &route_to("any", backend),
+        Limits::default(),
+        |dir| write_cert(dir, "fallback", &fallback),
+        Some("fallback"),
+    )
+    .await;
+    let s = connect(gw.tls_addr, "127.0.0.1", pki.roots(), None)
+        .await
+        .unwrap();
+    let host = gw.tls_addr.to_string();
+    let a = Https::over(s).await.get(&host, "/", &[]).await.unwrap();
+    assert_eq!(a.status, 200);
 }
