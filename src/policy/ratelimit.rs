@@ -283,6 +283,8 @@ impl RateLimiter {
         self.local.len()
     }
 
+    /// `RateLimit-Policy` always states the configured limit; in fallback, `r` and `t`
+    /// are those of this replica's share, which is what it enforces.
     fn decision(&self, outcome: Outcome, store: Store) -> Decision {
         Decision {
             allowed: outcome.allowed,
@@ -381,10 +383,11 @@ impl Store {
 // === impl SharedStore ===
 
 impl SharedStore {
-    /// Connects to Redis at `url`. Never fails: when Redis does not answer, the store
-    /// starts down (shared sections use their fallback buckets) and a background task
-    /// keeps trying. `replicas` is how many gateways share the limits, which divides
-    /// them while Redis is down. Must run inside a Tokio runtime.
+    /// Connects to Redis at `url`, waiting at most a second for a first answer. Never
+    /// fails: when Redis does not answer, the store starts down (shared sections use
+    /// their fallback buckets) and a background task keeps trying. `replicas` is how
+    /// many gateways share the limits, which divides them while Redis is down. Must run
+    /// inside a Tokio runtime.
     pub async fn connect(url: &str, replicas: u32, metrics: Arc<Metrics>) -> Arc<SharedStore> {
         let conn = match connection(url) {
             Ok(conn) => Some(conn),
@@ -413,7 +416,7 @@ impl SharedStore {
                 "Redis unreachable; shared rate limits use local buckets divided by the replicas"
             ),
         }
-        tokio::spawn(watch(Arc::downgrade(&store)));
+        tokio::spawn(watch_health(Arc::downgrade(&store)));
         store
     }
 
@@ -488,7 +491,7 @@ impl fmt::Debug for SharedStore {
 }
 
 /// A connection manager that connects on first use. Its own reconnect attempts are few
-/// and short: the probe in [`watch`] is what keeps trying during a long outage.
+/// and short: the probe in [`watch_health`] is what keeps trying during a long outage.
 fn connection(url: &str) -> redis::RedisResult<ConnectionManager> {
     let client = redis::Client::open(url)?;
     let config = ConnectionManagerConfig::new()
@@ -501,7 +504,7 @@ fn connection(url: &str) -> redis::RedisResult<ConnectionManager> {
 /// Keeps `redis_up` true to Redis: while up, pings it every [`HEALTH_INTERVAL`] or as
 /// soon as a decision finds it down; while down, probes with backoff until it answers.
 /// Ends once the store is dropped.
-async fn watch(store: Weak<SharedStore>) {
+async fn watch_health(store: Weak<SharedStore>) {
     let mut delay = PROBE_MIN_INTERVAL;
     loop {
         let Some(s) = store.upgrade() else { return };
