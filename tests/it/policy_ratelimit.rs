@@ -1,7 +1,8 @@
 //! A Policy's `rateLimit` over real sockets: 429 after the burst with the exact header
-//! fields, keys by header with the client address as fallback, and two gateway
-//! processes sharing one limit through a real redis-server, then falling back to their
-//! share of it when Redis stops.
+//! fields; counts kept across reloads; keys by header (the client address when it is
+//! missing), client address through trusted proxies, Route and API-key consumer; and two
+//! gateway processes sharing one limit through a real redis-server, then falling back
+//! to their share of it when Redis stops.
 
 use crate::{redis_server::RedisServer, support::*};
 use std::{net::SocketAddr, process::Stdio, time::Duration};
@@ -89,6 +90,32 @@ async fn over_the_burst_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_reload_keeps_the_counts_unless_the_section_changes() {
+    let b = echo("b").await;
+    let yaml = limited_route(b, "{requests: 1, per: 1m}");
+    let gw = TestGateway::start(&yaml).await;
+    let status = async || get(&gw.url("/"), &[("host", "api.test")]).await.status;
+    let routes = || gw.gw.as_ref().unwrap().snapshot.load().routes.len();
+    assert_eq!(status().await, 200);
+    assert_eq!(status().await, 429);
+
+    // Another Route: the Policy is rebuilt, its limiter and buckets kept.
+    std::fs::write(
+        gw.config_file(),
+        format!("{yaml}---\n{}", route_to("other", b)),
+    )
+    .unwrap();
+    eventually_true(|| routes() == 2).await;
+    assert_eq!(status().await, 429);
+
+    // A new limit starts new buckets.
+    let yaml = limited_route(b, "{requests: 2, per: 1m}");
+    std::fs::write(gw.config_file(), yaml).unwrap();
+    eventually_true(|| routes() == 1).await;
+    assert_eq!(status().await, 200);
+}
+
+#[tokio::test]
 async fn header_keys_count_apart_and_fall_back_to_the_client_address() {
     let b = echo("b").await;
     let gw = TestGateway::start(&limited_route(
@@ -115,6 +142,61 @@ async fn header_keys_count_apart_and_fall_back_to_the_client_address() {
     );
     // A header value naming the client's address is still a header bucket.
     assert_eq!(status(Some("127.0.0.1")).await, 200);
+}
+
+#[tokio::test]
+async fn client_addresses_come_through_trusted_proxies_and_route_keys_pool_them() {
+    let b = echo("b").await;
+    let status = async |gw: &TestGateway, client: &str| {
+        let headers = [("host", "api.test"), ("x-forwarded-for", client)];
+        get(&gw.url("/"), &headers).await.status
+    };
+    let trust_loopback = |o: &mut portcullis::gateway::Options| {
+        o.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    };
+
+    let per_client = limited_route(b, "{requests: 1, per: 1m}");
+    let gw = TestGateway::with_options(&per_client, trust_loopback).await;
+    assert_eq!(status(&gw, "203.0.113.1").await, 200);
+    assert_eq!(status(&gw, "203.0.113.1").await, 429);
+    assert_eq!(status(&gw, "203.0.113.2").await, 200);
+
+    let per_route = limited_route(b, "{requests: 1, per: 1m, key: {type: Route}}");
+    let gw = TestGateway::with_options(&per_route, trust_loopback).await;
+    assert_eq!(status(&gw, "203.0.113.1").await, 200);
+    assert_eq!(status(&gw, "203.0.113.2").await, 429);
+}
+
+#[tokio::test]
+async fn consumer_keys_count_each_consumer_and_refused_requests_use_no_quota() {
+    let b = echo("b").await;
+    let yaml = limited_route(b, "{requests: 1, per: 1m, key: {type: Consumer}}")
+        + "  apiKeys: {keysRef: {name: api-keys}}\n";
+    let gw = TestGateway::with_secrets(
+        &yaml,
+        portcullis::proxy::Limits::default(),
+        |dir| {
+            std::fs::create_dir(dir.join("api-keys")).unwrap();
+            std::fs::write(
+                dir.join("api-keys/keys.yaml"),
+                "web: web-key-0123456789abcdef\nmobile: mobile-key-0123456789abcdef\n",
+            )
+            .unwrap();
+        },
+        None,
+    )
+    .await;
+    let status = async |key: Option<&str>| {
+        let mut headers = vec![("host", "api.test")];
+        headers.extend(key.map(|k| ("x-api-key", k)));
+        get(&gw.url("/"), &headers).await.status
+    };
+
+    // The API key runs first: a request it refuses is not counted.
+    assert_eq!(status(None).await, 401);
+    assert_eq!(status(Some("web-key-0123456789abcdef")).await, 200);
+    assert_eq!(status(Some("web-key-0123456789abcdef")).await, 429);
+    assert_eq!(status(Some("mobile-key-0123456789abcdef")).await, 200);
 }
 
 /// One `portcullis serve` process, its addresses read from its "serving" log line.
