@@ -3,13 +3,16 @@
 //! [`build`] compiles every Policy, attaches its sections to the Routes its `targetRefs`
 //! name, and settles conflicts (the older Policy keeps a section). [`enforce`] runs the
 //! sections of one Route on a request, in a fixed order: IP access, CORS preflight,
-//! API key, then the rest, and the rate limit last, so refused requests use no quota.
+//! API key, JWT, then the rest, and the rate limit last, so refused requests use no
+//! quota.
 //!
 //! A Policy that does not build keeps its previous good version serving. When it has
 //! none, the Routes it names refuse every request rather than serve without the
 //! protection it asks for.
 
 pub mod access;
+pub mod jwks;
+pub mod jwt;
 pub mod ratelimit;
 
 use crate::{
@@ -18,6 +21,8 @@ use crate::{
 };
 use access::{ApiKeys, BuildErrors, Cors, IpAccess, Preflight};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use jwks::JwksRegistry;
+use jwt::{Claims, JwtAuth, JwtDenied};
 use ratelimit::{Decision, RateLimiter};
 use std::{
     collections::{BTreeMap, HashMap},
@@ -34,6 +39,9 @@ pub struct PolicyTable {
     pub policies: BTreeMap<ObjectKey, Resource<PolicySpec>>,
     /// What each serving Policy built, for the next build to reuse.
     built: BTreeMap<ObjectKey, Arc<BuiltPolicy>>,
+    /// Key sets fetched for JWT sections. Each table hands it on to the next, so fetched
+    /// keys outlive recompiles.
+    jwks: JwksRegistry,
 }
 
 /// The sections one Route gets, each from the oldest Policy that sets it.
@@ -43,6 +51,7 @@ pub struct RoutePolicy {
     pub cors: Option<Arc<Cors>>,
     pub api_keys: Option<Arc<ApiKeys>>,
     pub rate_limit: Option<Arc<RateLimiter>>,
+    pub jwt: Option<Arc<JwtAuth>>,
     /// Why every request is refused: a Policy naming this Route does not build and has
     /// no good version to fall back on.
     pub broken: Option<String>,
@@ -55,6 +64,7 @@ struct BuiltPolicy {
     cors: Option<Arc<Cors>>,
     api_keys: Option<Arc<ApiKeys>>,
     rate_limit: Option<Arc<RateLimiter>>,
+    jwt: Option<Arc<JwtAuth>>,
 }
 
 // === impl PolicyTable ===
@@ -73,12 +83,13 @@ pub fn build(
     previous: Option<&PolicyTable>,
     problems: &mut Vec<Problem>,
 ) -> PolicyTable {
+    let jwks = previous.map(|p| p.jwks.clone()).unwrap_or_default();
     let mut serving: Vec<(Resource<PolicySpec>, Arc<BuiltPolicy>)> = Vec::new();
     let mut broken: Vec<(ObjectKey, String)> = Vec::new();
     for policy in &resources.policies {
         let key = policy.meta.key();
         let reuse = previous.and_then(|p| p.built.get(&key));
-        match build_one(&policy.spec, &key, resources, reuse) {
+        match build_one(&policy.spec, &key, resources, reuse, &jwks) {
             Ok(built) => serving.push((policy.clone(), built)),
             Err(errors) => {
                 for (field, message) in errors {
@@ -108,6 +119,7 @@ pub fn build(
         cors: Option<(ObjectKey, Arc<Cors>)>,
         api_keys: Option<(ObjectKey, Arc<ApiKeys>)>,
         rate_limit: Option<(ObjectKey, Arc<RateLimiter>)>,
+        jwt: Option<(ObjectKey, Arc<JwtAuth>)>,
         broken: Option<String>,
     }
     let mut claims: BTreeMap<ObjectKey, Claims> = BTreeMap::new();
@@ -150,6 +162,7 @@ pub fn build(
             claim!(cors, "cors");
             claim!(api_keys, "apiKeys");
             claim!(rate_limit, "rateLimit");
+            claim!(jwt, "jwt");
         }
     }
     for (route, why) in broken {
@@ -166,6 +179,7 @@ pub fn build(
                 cors: c.cors.map(|(_, s)| s),
                 api_keys: c.api_keys.map(|(_, s)| s),
                 rate_limit: c.rate_limit.map(|(_, s)| s),
+                jwt: c.jwt.map(|(_, s)| s),
                 broken: c.broken,
             };
             (Arc::from(route.to_string()), Arc::new(policy))
@@ -182,6 +196,7 @@ pub fn build(
         by_route,
         policies,
         built,
+        jwks,
     }
 }
 
@@ -211,6 +226,7 @@ fn build_one(
     key: &ObjectKey,
     resources: &Resources,
     previous: Option<&Arc<BuiltPolicy>>,
+    jwks: &JwksRegistry,
 ) -> Result<Arc<BuiltPolicy>, BuildErrors> {
     let mut errors: BuildErrors = Vec::new();
     if spec.target_refs.is_empty() {
@@ -270,6 +286,31 @@ fn build_one(
             &mut errors,
         )
     });
+    let jwt = spec.jwt.as_ref().and_then(|s| {
+        let keys = match &s.keys_ref {
+            None => Ok(None),
+            Some(r) => {
+                let secret = ObjectKey {
+                    namespace: key.namespace.clone(),
+                    name: r.name.clone(),
+                };
+                match resources.secret(&secret) {
+                    None => Err(vec![(
+                        "keysRef".to_string(),
+                        format!("Secret {secret} not found"),
+                    )]),
+                    Some((_, data)) => Ok(data.jwks_json.as_ref()),
+                }
+            }
+        };
+        let result = keys.and_then(|keys| {
+            let reused = previous
+                .and_then(|p| p.jwt.clone())
+                .filter(|b| b.spec == *s && b.source.as_ref() == keys);
+            reuse_or_build(reused, || JwtAuth::build(s, keys, jwks))
+        });
+        section("jwt", result, &mut errors)
+    });
 
     if !errors.is_empty() {
         return Err(errors);
@@ -279,6 +320,7 @@ fn build_one(
         cors,
         api_keys,
         rate_limit,
+        jwt,
     }))
 }
 
@@ -321,6 +363,8 @@ pub struct Admission {
     pub consumer: Option<Arc<str>>,
     /// The rate limit's decision, whose header fields go on the response.
     pub rate_limit: Option<Decision>,
+    /// The token's claims, when a JWT section verified one.
+    pub claims: Option<Claims>,
 }
 
 /// Why a request is answered by the gateway instead of its backend.
@@ -370,6 +414,8 @@ pub struct RequestFacts<'a> {
     pub client: IpAddr,
     /// The Route's `namespace/name`.
     pub route: &'a str,
+    /// The query string, where a JWT section may find its token.
+    pub query: Option<&'a str>,
 }
 
 /// Runs the Route's sections on a request, changing its headers where a section says
@@ -423,6 +469,15 @@ pub async fn enforce(
             }
         }
     }
+    if let Some(jwt) = &policy.jwt {
+        let claims = jwt
+            .authenticate(headers, facts.query)
+            .await
+            .map_err(jwt_refusal)?;
+        jwt.apply_headers(claims.as_ref(), headers)
+            .map_err(jwt_refusal)?;
+        admission.claims = claims;
+    }
     if let Some(limiter) = &policy.rate_limit {
         let key = rate_limit_key(limiter, facts, headers, &admission);
         let decision = limiter.check(&key).await;
@@ -458,4 +513,12 @@ fn rate_limit_key(
         RateLimitKeyType::Claim | RateLimitKeyType::ClientAddress => None,
     };
     found.unwrap_or_else(|| format!("client:{}", facts.client))
+}
+
+fn jwt_refusal(why: JwtDenied) -> Refusal {
+    let mut d = Denial::new(why.status(), why.code(), why.message());
+    if let Some(challenge) = why.www_authenticate() {
+        d.headers.push((http::header::WWW_AUTHENTICATE, challenge));
+    }
+    Refusal::Denied(d)
 }

@@ -253,6 +253,7 @@ async fn route_and_forward(
             method: &req.method().clone(),
             client: client_address(conn.peer.ip(), req.headers(), &proxy.trusted_proxies),
             route: &action.route,
+            query: query.as_deref(),
         };
         let origin = req.headers().get(header::ORIGIN).cloned();
         match policy::enforce(policy, &facts, req.headers_mut()).await {
