@@ -508,9 +508,12 @@ fn rate_limit_key(
             .map(|v| format!("header:{}", String::from_utf8_lossy(v.as_bytes()))),
         RateLimitKeyType::Consumer => admission.consumer.as_ref().map(|c| format!("consumer:{c}")),
         RateLimitKeyType::Route => Some(format!("route:{}", facts.route)),
-        // Claims come from a JWT section, which this pipeline does not run yet; until
-        // it does, a Claim key counts by client address like a missing claim.
-        RateLimitKeyType::Claim | RateLimitKeyType::ClientAddress => None,
+        RateLimitKeyType::Claim => key
+            .name
+            .as_deref()
+            .and_then(|name| admission.claims.as_ref()?.get_str(name))
+            .map(|v| format!("claim:{v}")),
+        RateLimitKeyType::ClientAddress => None,
     };
     found.unwrap_or_else(|| format!("client:{}", facts.client))
 }

@@ -1,10 +1,12 @@
 //! A Policy's `rateLimit` over real sockets: 429 after the burst with the exact header
 //! fields; counts kept across reloads; keys by header (the client address when it is
-//! missing), client address through trusted proxies, Route and API-key consumer; and two
-//! gateway processes sharing one limit through a real redis-server, then falling back
-//! to their share of it when Redis stops.
+//! missing), client address through trusted proxies, Route, API-key consumer and JWT
+//! claim; and two gateway processes sharing one limit through a real redis-server, then
+//! falling back to their share of it when Redis stops.
 
 use crate::{redis_server::RedisServer, support::*};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use serde_json::json;
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -197,6 +199,64 @@ async fn consumer_keys_count_each_consumer_and_refused_requests_use_no_quota() {
     assert_eq!(status(Some("web-key-0123456789abcdef")).await, 200);
     assert_eq!(status(Some("web-key-0123456789abcdef")).await, 429);
     assert_eq!(status(Some("mobile-key-0123456789abcdef")).await, 200);
+}
+
+/// An HS256 token over `claims`, valid for ten minutes.
+fn mk_token(secret: &[u8], mut claims: serde_json::Value) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    claims["exp"] = json!(exp);
+    let part = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let message = format!(
+        "{}.{}",
+        part(json!({"alg": "HS256", "kid": "k1"})),
+        part(claims)
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let signature = URL_SAFE_NO_PAD.encode(ring::hmac::sign(&key, message.as_bytes()));
+    format!("{message}.{signature}")
+}
+
+#[tokio::test]
+async fn claim_keys_count_each_subject() {
+    let b = echo("b").await;
+    let secret = b"a secret of thirty-two bytes ...";
+    let yaml = limited_route(b, "{requests: 1, per: 1m, key: {type: Claim, name: sub}}")
+        + "  jwt: {keysRef: {name: idp}, algorithms: [HS256]}\n";
+    let jwk =
+        json!({"kty": "oct", "kid": "k1", "alg": "HS256", "k": URL_SAFE_NO_PAD.encode(secret)});
+    let jwks = json!({ "keys": [jwk] }).to_string();
+    let gw = TestGateway::with_secrets(
+        &yaml,
+        portcullis::proxy::Limits::default(),
+        |dir| {
+            std::fs::create_dir(dir.join("idp")).unwrap();
+            std::fs::write(dir.join("idp/jwks.json"), &jwks).unwrap();
+        },
+        None,
+    )
+    .await;
+    let token = |sub: Option<&str>| {
+        let claims = match sub {
+            Some(sub) => json!({ "sub": sub }),
+            None => json!({}),
+        };
+        format!("Bearer {}", mk_token(secret, claims))
+    };
+    let status = async |bearer: String| {
+        let headers = [("host", "api.test"), ("authorization", bearer.as_str())];
+        get(&gw.url("/"), &headers).await.status
+    };
+
+    assert_eq!(status(token(Some("alice"))).await, 200);
+    assert_eq!(status(token(Some("alice"))).await, 429);
+    assert_eq!(status(token(Some("bob"))).await, 200);
+    // A token without the claim counts by the client address.
+    assert_eq!(status(token(None)).await, 200);
+    assert_eq!(status(token(None)).await, 429);
 }
 
 /// One `portcullis serve` process, its addresses read from its "serving" log line.
