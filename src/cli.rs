@@ -116,6 +116,20 @@ struct ServeArgs {
     /// `X-Forwarded-For` entries are believed when Policies judge the client address.
     #[arg(long, value_delimiter = ',', env = "PORTCULLIS_TRUSTED_PROXIES")]
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// Redis for rate limits that Policies mark `shared` (`redis://host:6379/0`); without
+    /// it, those limits count per replica. When Redis is unreachable, each replica
+    /// counts its share of them (see --replicas) until it answers again.
+    #[arg(long, env = "PORTCULLIS_REDIS_URL", value_parser = redis_url)]
+    redis_url: Option<String>,
+    /// How many replicas share the rate limits: while Redis is unreachable, each admits
+    /// this fraction of a shared limit.
+    #[arg(
+        long,
+        default_value_t = 1,
+        env = "PORTCULLIS_REPLICAS",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    replicas: u32,
     /// After SIGTERM, how long requests in flight may take to finish.
     #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
     drain_period: Duration,
@@ -203,6 +217,8 @@ impl Cli {
                     access_log,
                     drain_period,
                     trusted_proxies,
+                    redis_url,
+                    replicas,
                     limits,
                 } = args;
                 let default_certificate = match default_certificate
@@ -235,6 +251,8 @@ impl Cli {
                     drain: drain_period,
                     access_log,
                     trusted_proxies,
+                    redis_url,
+                    replicas,
                 };
                 runtime(workers).block_on(serve(opts))
             }
@@ -250,6 +268,8 @@ impl Cli {
                     drain: Duration::from_secs(1),
                     access_log: true,
                     trusted_proxies: Vec::new(),
+                    redis_url: None,
+                    replicas: 1,
                 };
                 runtime(None).block_on(run_demo(opts))
             }
@@ -304,6 +324,13 @@ fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
 fn print_crds() -> ExitCode {
     print!("{}", crate::k8s::api::crds_yaml());
     ExitCode::SUCCESS
+}
+
+/// A URL the Redis client accepts; checked at start so a typo fails there, not later.
+fn redis_url(text: &str) -> Result<String, String> {
+    redis::Client::open(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// `namespace/name`; with files a bare folder name is accepted too.

@@ -7,6 +7,7 @@ use crate::{
     config::ObjectKey,
     k8s,
     metrics::Metrics,
+    policy::ratelimit::SharedStore,
     proxy::{self, Limits, Proxy, SharedSnapshot, Shutdown},
     source::file,
 };
@@ -43,6 +44,11 @@ pub struct Options {
     /// Proxies in front of the gateway whose `X-Forwarded-For` entries are believed
     /// when Policies judge the client's address.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where Policies with `rateLimit.shared` count; without it they count per replica.
+    pub redis_url: Option<String>,
+    /// How many gateways share those limits: while Redis is unreachable, each counts
+    /// its share of them.
+    pub replicas: u32,
 }
 
 /// Where the resources come from.
@@ -92,6 +98,10 @@ impl Gateway {
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
         let ready = Arc::new(AtomicBool::new(false));
         let mut background = Vec::new();
+        let rate_limit_store = match &opts.redis_url {
+            Some(url) => Some(SharedStore::connect(url, opts.replicas, metrics.clone()).await),
+            None => None,
+        };
 
         match &opts.source {
             Source::Files(path) => {
@@ -99,6 +109,7 @@ impl Gateway {
                     path: path.clone(),
                     secrets_dir: opts.secrets_dir.clone(),
                     default_certificate: opts.default_certificate.clone(),
+                    rate_limit_store,
                 };
                 let loaded = inputs.load().map_err(InvalidConfig)?;
                 install(&snapshot, &metrics, &loaded);
@@ -118,6 +129,7 @@ impl Gateway {
                     client,
                     kube_opts,
                     opts.default_certificate.clone(),
+                    rate_limit_store,
                     &snapshot,
                     &metrics,
                     &ready,
@@ -204,6 +216,7 @@ fn start_kube(
     client: kube::Client,
     opts: &KubeOptions,
     default_certificate: Option<ObjectKey>,
+    rate_limit_store: Option<Arc<SharedStore>>,
     snapshot: &SharedSnapshot,
     metrics: &Arc<Metrics>,
     ready: &Arc<AtomicBool>,
@@ -219,6 +232,7 @@ fn start_kube(
             ready.clone(),
             compiled_tx,
             default_certificate,
+            rate_limit_store,
         )),
         tokio::spawn(k8s::lease::run(
             client.clone(),
@@ -277,6 +291,7 @@ struct FileInputs {
     path: PathBuf,
     secrets_dir: Option<PathBuf>,
     default_certificate: Option<ObjectKey>,
+    rate_limit_store: Option<Arc<SharedStore>>,
 }
 
 impl FileInputs {
@@ -290,6 +305,10 @@ impl FileInputs {
             .default_certificate
             .clone_from(&self.default_certificate);
         loaded.resources.now = Some(std::time::SystemTime::now());
+        loaded
+            .resources
+            .rate_limit_store
+            .clone_from(&self.rate_limit_store);
         Ok(loaded)
     }
 }

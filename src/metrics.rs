@@ -34,6 +34,13 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     /// `notAfter` of each certificate in use, as Unix seconds, by `secret`.
     pub tls_certificate_not_after: IntGaugeVec,
+    /// Rate limit decisions by `result` (`allowed` or `limited`) and `store`: `local`
+    /// (counted per replica), `redis` (shared) or `fallback` (shared, but Redis was
+    /// unreachable).
+    pub rate_limit_decisions: IntCounterVec,
+    /// 1 while Redis answers for shared rate limits; 0 while it does not, or when no
+    /// `--redis-url` is set.
+    pub rate_limit_redis_up: IntGauge,
     /// Requests a Policy refused, by `route` and `code` (`ip_denied`,
     /// `invalid_api_key`, ...).
     pub policy_denials: IntCounterVec,
@@ -107,6 +114,19 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let rate_limit_decisions = IntCounterVec::new(
+            Opts::new(
+                "rate_limit_decisions_total",
+                "Rate limit decisions by result and by the store that decided",
+            ),
+            &["result", "store"],
+        )
+        .expect("valid metric");
+        let rate_limit_redis_up = IntGauge::new(
+            "rate_limit_redis_up",
+            "Whether Redis answers for shared rate limits",
+        )
+        .expect("valid metric");
         let policy_denials = IntCounterVec::new(
             Opts::new(
                 "policy_denials_total",
@@ -126,6 +146,8 @@ impl Metrics {
             Box::new(status_writes.clone()),
             Box::new(tls_handshakes.clone()),
             Box::new(tls_certificate_not_after.clone()),
+            Box::new(rate_limit_decisions.clone()),
+            Box::new(rate_limit_redis_up.clone()),
             Box::new(policy_denials.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -141,6 +163,8 @@ impl Metrics {
             status_writes,
             tls_handshakes,
             tls_certificate_not_after,
+            rate_limit_decisions,
+            rate_limit_redis_up,
             policy_denials,
         }
     }

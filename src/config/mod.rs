@@ -89,6 +89,9 @@ pub struct Resources {
     /// The time certificates are checked against; `None` leaves validity dates
     /// unchecked.
     pub now: Option<std::time::SystemTime>,
+    /// Where shared rate limits count (`--redis-url`); without it, shared sections count
+    /// per replica.
+    pub rate_limit_store: Option<std::sync::Arc<crate::policy::ratelimit::SharedStore>>,
 }
 
 impl Resources {

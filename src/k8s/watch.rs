@@ -9,6 +9,7 @@ use crate::{
     compile::{self, Snapshot},
     config::{ObjectKey, Resources},
     metrics::Metrics,
+    policy::ratelimit::SharedStore,
     proxy::SharedSnapshot,
 };
 use futures_util::{Stream, StreamExt};
@@ -71,6 +72,7 @@ const SECRET_FIELD_SELECTOR: &str =
 /// Watches everything the gateway routes on, in `namespaces` (all when empty), and keeps
 /// `snapshot` current. Sets `ready` once every watch has listed its objects and the first
 /// snapshot is in place. Runs until the task is dropped.
+#[allow(clippy::too_many_arguments)] // start-up wiring: each is a handle the task keeps
 pub async fn run(
     client: Client,
     namespaces: Vec<String>,
@@ -79,6 +81,7 @@ pub async fn run(
     ready: Arc<AtomicBool>,
     compiled_tx: watch::Sender<Option<Compiled>>,
     default_certificate: Option<ObjectKey>,
+    rate_limit_store: Option<Arc<SharedStore>>,
 ) {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -142,6 +145,7 @@ pub async fn run(
             publish(
                 &state.index,
                 default_certificate.as_ref(),
+                rate_limit_store.as_ref(),
                 &snapshot,
                 &metrics,
                 &compiled_tx,
@@ -160,6 +164,7 @@ pub async fn run(
 fn publish(
     index: &Index,
     default_certificate: Option<&ObjectKey>,
+    rate_limit_store: Option<&Arc<SharedStore>>,
     snapshot: &SharedSnapshot,
     metrics: &Metrics,
     compiled_tx: &watch::Sender<Option<Compiled>>,
@@ -168,6 +173,7 @@ fn publish(
     let resources = Resources {
         default_certificate: default_certificate.cloned(),
         now: Some(std::time::SystemTime::now()),
+        rate_limit_store: rate_limit_store.cloned(),
         ..index.resources()
     };
     let next = Arc::new(compile::compile(&resources, Some(&previous)));

@@ -3,7 +3,8 @@
 //! [`build`] compiles every Policy, attaches its sections to the Routes its `targetRefs`
 //! name, and settles conflicts (the older Policy keeps a section). [`enforce`] runs the
 //! sections of one Route on a request, in a fixed order: IP access, CORS preflight,
-//! API key, JWT, then the rest.
+//! API key, JWT, then the rest, and the rate limit last, so refused requests use no
+//! quota.
 //!
 //! A Policy that does not build keeps its previous good version serving. When it has
 //! none, the Routes it names refuse every request rather than serve without the
@@ -12,15 +13,17 @@
 pub mod access;
 pub mod jwks;
 pub mod jwt;
+pub mod ratelimit;
 
 use crate::{
     compile::{age_key, Problem, Reason},
-    config::{ObjectKey, PolicySpec, Resource, Resources, RouteSpec, TargetKind},
+    config::{ObjectKey, PolicySpec, RateLimitKeyType, Resource, Resources, RouteSpec, TargetKind},
 };
 use access::{ApiKeys, BuildErrors, Cors, IpAccess, Preflight};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use jwks::JwksRegistry;
 use jwt::{Claims, JwtAuth, JwtDenied};
+use ratelimit::{Decision, RateLimiter};
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
@@ -47,6 +50,7 @@ pub struct RoutePolicy {
     pub ip_access: Option<Arc<IpAccess>>,
     pub cors: Option<Arc<Cors>>,
     pub api_keys: Option<Arc<ApiKeys>>,
+    pub rate_limit: Option<Arc<RateLimiter>>,
     pub jwt: Option<Arc<JwtAuth>>,
     /// Why every request is refused: a Policy naming this Route does not build and has
     /// no good version to fall back on.
@@ -59,6 +63,7 @@ struct BuiltPolicy {
     ip_access: Option<Arc<IpAccess>>,
     cors: Option<Arc<Cors>>,
     api_keys: Option<Arc<ApiKeys>>,
+    rate_limit: Option<Arc<RateLimiter>>,
     jwt: Option<Arc<JwtAuth>>,
 }
 
@@ -113,6 +118,7 @@ pub fn build(
         ip_access: Option<(ObjectKey, Arc<IpAccess>)>,
         cors: Option<(ObjectKey, Arc<Cors>)>,
         api_keys: Option<(ObjectKey, Arc<ApiKeys>)>,
+        rate_limit: Option<(ObjectKey, Arc<RateLimiter>)>,
         jwt: Option<(ObjectKey, Arc<JwtAuth>)>,
         broken: Option<String>,
     }
@@ -155,6 +161,7 @@ pub fn build(
             claim!(ip_access, "ipAccess");
             claim!(cors, "cors");
             claim!(api_keys, "apiKeys");
+            claim!(rate_limit, "rateLimit");
             claim!(jwt, "jwt");
         }
     }
@@ -171,6 +178,7 @@ pub fn build(
                 ip_access: c.ip_access.map(|(_, s)| s),
                 cors: c.cors.map(|(_, s)| s),
                 api_keys: c.api_keys.map(|(_, s)| s),
+                rate_limit: c.rate_limit.map(|(_, s)| s),
                 jwt: c.jwt.map(|(_, s)| s),
                 broken: c.broken,
             };
@@ -266,6 +274,18 @@ fn build_one(
         };
         section("apiKeys", result, &mut errors)
     });
+    let rate_limit = spec.rate_limit.as_ref().and_then(|s| {
+        // The buckets live in the limiter: keeping it keeps every client's count.
+        let reused = previous
+            .and_then(|p| p.rate_limit.clone())
+            .filter(|b| b.spec() == s);
+        let store = resources.rate_limit_store.as_ref();
+        section(
+            "rateLimit",
+            reuse_or_build(reused, || RateLimiter::build(s, &key.to_string(), store)),
+            &mut errors,
+        )
+    });
     let jwt = spec.jwt.as_ref().and_then(|s| {
         let keys = match &s.keys_ref {
             None => Ok(None),
@@ -299,6 +319,7 @@ fn build_one(
         ip_access,
         cors,
         api_keys,
+        rate_limit,
         jwt,
     }))
 }
@@ -340,6 +361,8 @@ fn section<T>(
 pub struct Admission {
     /// The API key's consumer, when a key was checked.
     pub consumer: Option<Arc<str>>,
+    /// The rate limit's decision, whose header fields go on the response.
+    pub rate_limit: Option<Decision>,
     /// The token's claims, when a JWT section verified one.
     pub claims: Option<Claims>,
 }
@@ -350,6 +373,8 @@ pub enum Refusal {
     /// A CORS preflight, answered 204 with these headers.
     Preflight(HeaderMap),
     Denied(Denial),
+    /// Over the rate limit: answered 429, with the decision's header fields.
+    RateLimited(Decision),
 }
 
 /// A refusal's status, machine-readable code, message and extra headers.
@@ -370,12 +395,25 @@ impl Denial {
             headers: Vec::new(),
         }
     }
+
+    /// The 429 of a request over its rate limit. The header fields come from the
+    /// decision, which the proxy puts on every answer of the Route.
+    pub fn rate_limited(decision: &Decision) -> Denial {
+        let wait = decision.retry_after_secs().unwrap_or(1);
+        Denial::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("rate limit exceeded; retry after {wait} s"),
+        )
+    }
 }
 
 /// The request facts the sections judge.
 pub struct RequestFacts<'a> {
     pub method: &'a Method,
     pub client: IpAddr,
+    /// The Route's `namespace/name`.
+    pub route: &'a str,
     /// The query string, where a JWT section may find its token.
     pub query: Option<&'a str>,
 }
@@ -440,7 +478,44 @@ pub async fn enforce(
             .map_err(jwt_refusal)?;
         admission.claims = claims;
     }
+    if let Some(limiter) = &policy.rate_limit {
+        let key = rate_limit_key(limiter, facts, headers, &admission);
+        let decision = limiter.check(&key).await;
+        if !decision.allowed {
+            return Err(Refusal::RateLimited(decision));
+        }
+        admission.rate_limit = Some(decision);
+    }
     Ok(admission)
+}
+
+/// What the request is counted under. Each kind has its own prefix, so a header value
+/// cannot name another client's address bucket. A request without the header, claim or
+/// consumer is counted by its client address.
+fn rate_limit_key(
+    limiter: &RateLimiter,
+    facts: &RequestFacts<'_>,
+    headers: &HeaderMap,
+    admission: &Admission,
+) -> String {
+    let key = &limiter.spec().key;
+    let found = match key.kind {
+        RateLimitKeyType::Header => key
+            .name
+            .as_deref()
+            .and_then(|name| headers.get(name))
+            .filter(|v| !v.is_empty())
+            .map(|v| format!("header:{}", String::from_utf8_lossy(v.as_bytes()))),
+        RateLimitKeyType::Consumer => admission.consumer.as_ref().map(|c| format!("consumer:{c}")),
+        RateLimitKeyType::Route => Some(format!("route:{}", facts.route)),
+        RateLimitKeyType::Claim => key
+            .name
+            .as_deref()
+            .and_then(|name| admission.claims.as_ref()?.get_str(name))
+            .map(|v| format!("claim:{v}")),
+        RateLimitKeyType::ClientAddress => None,
+    };
+    found.unwrap_or_else(|| format!("client:{}", facts.client))
 }
 
 fn jwt_refusal(why: JwtDenied) -> Refusal {

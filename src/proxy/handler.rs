@@ -21,7 +21,8 @@ use crate::{
     policy::{
         self,
         access::{client_address, Cors},
-        Refusal, RequestFacts,
+        ratelimit::Decision,
+        Denial, Refusal, RequestFacts,
     },
     routing::{self, path, ActionKind, RequestView, RuleAction},
 };
@@ -43,6 +44,8 @@ struct Exchange {
     hsts: Option<HeaderValue>,
     /// The Route's CORS section and the request's `Origin`, to label the answer.
     cors: Option<(Arc<Cors>, Option<HeaderValue>)>,
+    /// The Route's rate limit decision, whose header fields go on the answer.
+    rate_limit: Option<Decision>,
 }
 
 pub(super) async fn handle(
@@ -61,6 +64,7 @@ pub(super) async fn handle(
         backend: None,
         hsts: None,
         cors: None,
+        rate_limit: None,
     };
     let mut resp = match route_and_forward(&proxy, &conn, req, &mut ex).await {
         Ok(resp) => resp,
@@ -79,6 +83,11 @@ pub(super) async fn handle(
     // Refusals are labelled too, so a page can read why it was refused.
     if let Some((cors, origin)) = ex.cors.take() {
         cors.label(origin.as_ref(), resp.headers_mut());
+    }
+    // Every answer on a rate-limited Route tells the client where it stands, whether
+    // the backend or the gateway wrote it.
+    if let Some(decision) = ex.rate_limit.take() {
+        decision.apply_headers(resp.headers_mut());
     }
     Ok(observe(&proxy, resp, ex))
 }
@@ -243,11 +252,17 @@ async fn route_and_forward(
         let facts = RequestFacts {
             method: &req.method().clone(),
             client: client_address(conn.peer.ip(), req.headers(), &proxy.trusted_proxies),
+            route: &action.route,
             query: query.as_deref(),
         };
         let origin = req.headers().get(header::ORIGIN).cloned();
         match policy::enforce(policy, &facts, req.headers_mut()).await {
-            Ok(_admission) => {}
+            Ok(admission) => {
+                if let Some(decision) = admission.rate_limit {
+                    decision.record(&proxy.metrics);
+                    ex.rate_limit = Some(decision);
+                }
+            }
             Err(Refusal::Preflight(headers)) => {
                 let mut resp = Response::new(empty());
                 *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -261,6 +276,18 @@ async fn route_and_forward(
                     .policy_denials
                     .with_label_values(&[&action.route, denial.code])
                     .inc();
+                return Err(GatewayError::Policy(Box::new(denial)));
+            }
+            Err(Refusal::RateLimited(decision)) => {
+                ex.cors = policy.cors.clone().map(|c| (c, origin));
+                decision.record(&proxy.metrics);
+                let denial = Denial::rate_limited(&decision);
+                proxy
+                    .metrics
+                    .policy_denials
+                    .with_label_values(&[&action.route, denial.code])
+                    .inc();
+                ex.rate_limit = Some(decision);
                 return Err(GatewayError::Policy(Box::new(denial)));
             }
         }

@@ -1,5 +1,6 @@
 //! Integration tests: the gateway in front of real backends, over real sockets.
 
+mod redis_server;
 mod support;
 
 mod binary;
@@ -9,6 +10,8 @@ mod headers;
 mod lifecycle;
 mod policy;
 mod policy_jwt;
+mod policy_ratelimit;
+mod ratelimit_redis;
 mod routing;
 mod streaming;
 mod tls;

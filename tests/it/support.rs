@@ -91,6 +91,8 @@ impl TestGateway {
             drain: Duration::from_secs(5),
             access_log: false,
             trusted_proxies: Vec::new(),
+            redis_url: None,
+            replicas: 1,
         };
         edit(&mut opts);
         let gw = Gateway::start(opts).await.unwrap();
