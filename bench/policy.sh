@@ -98,7 +98,7 @@ spec:
     keysRef: {name: jwt-keys}
     algorithms: [HS256]
     claimsToHeaders: [{claim: sub, header: x-user}]
-  rateLimit: {requests: 100000000, per: 1s, key: {type: Claim, name: sub}}
+  rateLimit: {requests: 1000000, per: 1s, key: {type: Claim, name: sub}}
 EOF
 "$BIN" serve --config "$WORK/routes.yaml" --secrets-dir "$WORK/secrets" --no-tls \
     --listen "127.0.0.1:$P_GW" --admin "127.0.0.1:$P_ADMIN" --workers 1 --access-log false \

@@ -121,11 +121,20 @@ pub struct SecretData {
     pub jwks_json: Option<std::sync::Arc<[u8]>>,
     /// YAML: consumer name to API key, for API key policies.
     pub keys_yaml: Option<std::sync::Arc<[u8]>>,
+    /// An OAuth2 client secret, for introspection.
+    pub client_secret: Option<std::sync::Arc<[u8]>>,
 }
 
 impl SecretData {
     /// The Secret keys read, and the file names in file mode's secret folders.
-    pub const KEYS: [&'static str; 5] = ["tls.crt", "tls.key", "ca.crt", "jwks.json", "keys.yaml"];
+    pub const KEYS: [&'static str; 6] = [
+        "tls.crt",
+        "tls.key",
+        "ca.crt",
+        "jwks.json",
+        "keys.yaml",
+        "client-secret",
+    ];
 
     pub fn get(&self, key: &str) -> Option<&std::sync::Arc<[u8]>> {
         match key {
@@ -134,6 +143,7 @@ impl SecretData {
             "ca.crt" => self.ca_crt.as_ref(),
             "jwks.json" => self.jwks_json.as_ref(),
             "keys.yaml" => self.keys_yaml.as_ref(),
+            "client-secret" => self.client_secret.as_ref(),
             _ => None,
         }
     }
@@ -145,6 +155,7 @@ impl SecretData {
             "ca.crt" => self.ca_crt = value,
             "jwks.json" => self.jwks_json = value,
             "keys.yaml" => self.keys_yaml = value,
+            "client-secret" => self.client_secret = value,
             _ => {}
         }
     }

@@ -18,6 +18,10 @@ pub struct PolicySpec {
     /// Require a JSON Web Token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtPolicy>,
+    /// Require an opaque OAuth2 token, checked with the provider (RFC 7662); excludes
+    /// `jwt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection: Option<IntrospectionPolicy>,
     /// Require an API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_keys: Option<ApiKeyPolicy>,
@@ -150,6 +154,31 @@ pub struct ClaimRule {
 pub struct ClaimHeader {
     pub claim: String,
     pub header: String,
+}
+
+/// OAuth2 token introspection (RFC 7662).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IntrospectionPolicy {
+    /// The provider's introspection endpoint, `https://` (or `http://`).
+    pub endpoint: String,
+    /// The gateway's client id at the provider, sent with HTTP Basic authentication.
+    pub client_id: String,
+    /// A Secret (file mode: a `--secrets-dir` folder) whose `client-secret` holds the
+    /// client's secret.
+    pub client_secret_ref: SecretRef,
+    /// Where the token is read from; `Authorization: Bearer` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<TokenSource>,
+    /// Scopes that must all be in the answer's `scope`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_scopes: Vec<String>,
+    /// Members of the provider's answer copied into request headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims_to_headers: Vec<ClaimHeader>,
+    /// Longest time an answer is reused; never past the token's `exp`. Default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_for: Option<Duration>,
 }
 
 /// API keys, each naming a consumer.

@@ -509,7 +509,7 @@ impl Fetcher {
 
 /// The system's trust anchors. Without any, `https` fetches fail and say why; `http`
 /// ones still work.
-fn system_roots() -> Arc<RootCertStore> {
+pub(super) fn system_roots() -> Arc<RootCertStore> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(found.certs);

@@ -60,7 +60,7 @@ pub struct JwtAuth {
 
 /// Where the token is read from.
 #[derive(Debug)]
-enum TokenFrom {
+pub(super) enum TokenFrom {
     /// A header with the `Bearer` scheme.
     Bearer(HeaderName),
     /// A header holding the bare token.
@@ -174,7 +174,7 @@ impl JwtAuth {
         };
 
         check_claim_fields(spec, &mut error);
-        let claim_headers = claim_headers(spec, &mut error);
+        let claim_headers = claim_headers(&spec.claims_to_headers, &mut error);
 
         let validations = algorithms
             .iter()
@@ -370,7 +370,7 @@ fn check_claim_fields(spec: &JwtPolicy, error: &mut impl FnMut(&str, String)) {
     }
 }
 
-fn token_from(from: Option<&TokenSource>) -> Result<TokenFrom, (String, String)> {
+pub(super) fn token_from(from: Option<&TokenSource>) -> Result<TokenFrom, (String, String)> {
     let Some(from) = from else {
         return Ok(TokenFrom::Bearer(header::AUTHORIZATION));
     };
@@ -414,12 +414,12 @@ fn fixed_keys(bytes: Option<&[u8]>, algorithms: &[Algorithm]) -> Result<Arc<KeyS
     Ok(Arc::new(set))
 }
 
-fn claim_headers(
-    spec: &JwtPolicy,
+pub(super) fn claim_headers(
+    claims_to_headers: &[crate::config::ClaimHeader],
     error: &mut impl FnMut(&str, String),
 ) -> Vec<(String, HeaderName)> {
     let mut out: Vec<(String, HeaderName)> = Vec::new();
-    for (i, ch) in spec.claims_to_headers.iter().enumerate() {
+    for (i, ch) in claims_to_headers.iter().enumerate() {
         if ch.claim.is_empty() {
             error(
                 &format!("claimsToHeaders[{i}].claim"),
@@ -485,7 +485,7 @@ fn describe(kind: &ErrorKind) -> &'static str {
 
 /// A claim as header text: strings as they are, numbers and booleans as JSON writes
 /// them, lists of those joined with commas. Objects and nulls give no header.
-fn header_text(value: &Value) -> Option<String> {
+pub(super) fn header_text(value: &Value) -> Option<String> {
     match value {
         Value::Array(items) => {
             let parts: Vec<String> = items.iter().filter_map(scalar_text).collect();
@@ -555,7 +555,11 @@ fn alg_name(alg: Algorithm) -> &'static str {
 impl TokenFrom {
     /// The token, `None` when none was sent. Two tokens are refused rather than one
     /// picked, as another reader of the request might pick the other.
-    fn token(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>, JwtDenied> {
+    pub(super) fn token(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Option<String>, JwtDenied> {
         let found: Vec<String> = match self {
             TokenFrom::Bearer(name) => headers
                 .get_all(name)
@@ -642,7 +646,7 @@ impl Claims {
 
     /// The scopes granted: `scope` (space-separated) and `scp` (a list, or a
     /// space-separated string as some providers write it).
-    fn scopes(&self) -> Vec<&str> {
+    pub(super) fn scopes(&self) -> Vec<&str> {
         ["scope", "scp"]
             .iter()
             .filter_map(|c| self.get(c))

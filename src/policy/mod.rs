@@ -11,6 +11,7 @@
 //! protection it asks for.
 
 pub mod access;
+pub mod introspect;
 pub mod jwks;
 pub mod jwt;
 pub mod ratelimit;
@@ -21,6 +22,7 @@ use crate::{
 };
 use access::{ApiKeys, BuildErrors, Cors, IpAccess, Preflight};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use introspect::Introspection;
 use jwks::JwksRegistry;
 use jwt::{Claims, JwtAuth, JwtDenied};
 use ratelimit::{Decision, RateLimiter};
@@ -52,6 +54,7 @@ pub struct RoutePolicy {
     pub api_keys: Option<Arc<ApiKeys>>,
     pub rate_limit: Option<Arc<RateLimiter>>,
     pub jwt: Option<Arc<JwtAuth>>,
+    pub introspection: Option<Arc<Introspection>>,
     /// Why every request is refused: a Policy naming this Route does not build and has
     /// no good version to fall back on.
     pub broken: Option<String>,
@@ -65,6 +68,7 @@ struct BuiltPolicy {
     api_keys: Option<Arc<ApiKeys>>,
     rate_limit: Option<Arc<RateLimiter>>,
     jwt: Option<Arc<JwtAuth>>,
+    introspection: Option<Arc<Introspection>>,
 }
 
 // === impl PolicyTable ===
@@ -120,6 +124,7 @@ pub fn build(
         api_keys: Option<(ObjectKey, Arc<ApiKeys>)>,
         rate_limit: Option<(ObjectKey, Arc<RateLimiter>)>,
         jwt: Option<(ObjectKey, Arc<JwtAuth>)>,
+        introspection: Option<(ObjectKey, Arc<Introspection>)>,
         broken: Option<String>,
     }
     let mut claims: BTreeMap<ObjectKey, Claims> = BTreeMap::new();
@@ -163,6 +168,7 @@ pub fn build(
             claim!(api_keys, "apiKeys");
             claim!(rate_limit, "rateLimit");
             claim!(jwt, "jwt");
+            claim!(introspection, "introspection");
         }
     }
     for (route, why) in broken {
@@ -180,6 +186,7 @@ pub fn build(
                 api_keys: c.api_keys.map(|(_, s)| s),
                 rate_limit: c.rate_limit.map(|(_, s)| s),
                 jwt: c.jwt.map(|(_, s)| s),
+                introspection: c.introspection.map(|(_, s)| s),
                 broken: c.broken,
             };
             (Arc::from(route.to_string()), Arc::new(policy))
@@ -311,6 +318,34 @@ fn build_one(
         });
         section("jwt", result, &mut errors)
     });
+    let introspection = spec.introspection.as_ref().and_then(|s| {
+        if spec.jwt.is_some() {
+            errors.push((
+                "spec.introspection".into(),
+                "set jwt or introspection, not both".into(),
+            ));
+            return None;
+        }
+        let secret = ObjectKey {
+            namespace: key.namespace.clone(),
+            name: s.client_secret_ref.name.clone(),
+        };
+        let result = match resources.secret(&secret) {
+            None => Err(vec![(
+                "clientSecretRef".to_string(),
+                format!("Secret {secret} not found"),
+            )]),
+            Some((_, data)) => {
+                let reused = previous.and_then(|p| p.introspection.clone()).filter(|b| {
+                    b.spec == *s && data.client_secret.as_deref() == Some(&b.source[..])
+                });
+                reuse_or_build(reused, || {
+                    Introspection::build(s, data.client_secret.as_ref())
+                })
+            }
+        };
+        section("introspection", result, &mut errors)
+    });
 
     if !errors.is_empty() {
         return Err(errors);
@@ -321,6 +356,7 @@ fn build_one(
         api_keys,
         rate_limit,
         jwt,
+        introspection,
     }))
 }
 
@@ -477,6 +513,16 @@ pub async fn enforce(
         jwt.apply_headers(claims.as_ref(), headers)
             .map_err(jwt_refusal)?;
         admission.claims = claims;
+    }
+    if let Some(introspection) = &policy.introspection {
+        let claims = introspection
+            .authenticate(headers, facts.query)
+            .await
+            .map_err(jwt_refusal)?;
+        introspection
+            .apply_headers(&claims, headers)
+            .map_err(jwt_refusal)?;
+        admission.claims = Some((*claims).clone());
     }
     if let Some(limiter) = &policy.rate_limit {
         let key = rate_limit_key(limiter, facts, headers, &admission);

@@ -9,6 +9,7 @@ mod framing;
 mod headers;
 mod lifecycle;
 mod policy;
+mod policy_introspect;
 mod policy_jwt;
 mod policy_ratelimit;
 mod ratelimit_redis;
