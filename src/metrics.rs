@@ -44,6 +44,9 @@ pub struct Metrics {
     /// Requests a Policy refused, by `route` and `code` (`ip_denied`,
     /// `invalid_api_key`, ...).
     pub policy_denials: IntCounterVec,
+    /// Requests admitted with an API key, by `route` and `consumer` (the names in the
+    /// keys' Secret, so the label set stays as small as the configuration).
+    pub consumer_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -127,6 +130,14 @@ impl Metrics {
             "Whether Redis answers for shared rate limits",
         )
         .expect("valid metric");
+        let consumer_requests = IntCounterVec::new(
+            Opts::new(
+                "consumer_requests_total",
+                "Requests admitted with an API key, by route and consumer",
+            ),
+            &["route", "consumer"],
+        )
+        .expect("valid metric");
         let policy_denials = IntCounterVec::new(
             Opts::new(
                 "policy_denials_total",
@@ -149,6 +160,7 @@ impl Metrics {
             Box::new(rate_limit_decisions.clone()),
             Box::new(rate_limit_redis_up.clone()),
             Box::new(policy_denials.clone()),
+            Box::new(consumer_requests.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -166,6 +178,7 @@ impl Metrics {
             rate_limit_decisions,
             rate_limit_redis_up,
             policy_denials,
+            consumer_requests,
         }
     }
 

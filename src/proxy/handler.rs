@@ -258,6 +258,13 @@ async fn route_and_forward(
         let origin = req.headers().get(header::ORIGIN).cloned();
         match policy::enforce(policy, &facts, req.headers_mut()).await {
             Ok(admission) => {
+                if let Some(consumer) = &admission.consumer {
+                    proxy
+                        .metrics
+                        .consumer_requests
+                        .with_label_values(&[&action.route, consumer])
+                        .inc();
+                }
                 if let Some(decision) = admission.rate_limit {
                     decision.record(&proxy.metrics);
                     ex.rate_limit = Some(decision);

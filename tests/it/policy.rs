@@ -205,6 +205,14 @@ async fn cors_preflights_are_answered_and_responses_labelled() {
     assert_eq!(a.header("access-control-allow-origin"), "https://app.test");
     assert_eq!(a.echoed_header("x-consumer").as_deref(), Some("web"));
     assert_eq!(a.echoed_header("x-api-key"), None);
+    let metrics = get(&format!("http://{}/metrics", gw.admin), &[]).await.body;
+    assert!(
+        String::from_utf8_lossy(&metrics).contains(
+            "portcullis_consumer_requests_total{consumer=\"web\",route=\"default/api\"} 1"
+        ),
+        "{}",
+        String::from_utf8_lossy(&metrics)
+    );
     let a = get(
         &gw.url("/"),
         &[
