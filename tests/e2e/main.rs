@@ -134,6 +134,10 @@ async fn the_saas_example_serves_web_and_mobile() {
         status_is(&ns.0, route, "Programmed", "True", "Programmed").await;
         status_is(&ns.0, route, "ResolvedRefs", "True", "ResolvedRefs").await;
     }
+    for policy in ["mobile-limits", "web-browsers"] {
+        policy_status_is(&ns.0, policy, "Accepted", "True", "Accepted").await;
+        policy_status_is(&ns.0, policy, "Programmed", "True", "Programmed").await;
+    }
     gw.stop().await;
 }
 
