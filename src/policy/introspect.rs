@@ -3,17 +3,14 @@
 
 use super::{
     jwks,
-    jwt::{claim_headers, header_text, token_from, Claims, JwtDenied, TokenFrom},
+    jwt::{claim_headers, set_claim_headers, token_from, Claims, JwtDenied, TokenFrom},
 };
 use crate::config::IntrospectionPolicy;
 use base64::Engine;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
-};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use std::{
     sync::Arc,
     time::{Duration, SystemTime},
@@ -143,7 +140,7 @@ impl Introspection {
                 .max_capacity(CACHE_ENTRIES)
                 .expire_after(ReuseFor)
                 .build(),
-            client: https_client(),
+            client: jwks::https_client(jwks::system_roots()),
         })
     }
 
@@ -184,18 +181,7 @@ impl Introspection {
     /// Removes every header named in `claimsToHeaders` from what the client sent, then
     /// sets those the answer has.
     pub fn apply_headers(&self, claims: &Claims, headers: &mut HeaderMap) -> Result<(), JwtDenied> {
-        for (_, name) in &self.claim_headers {
-            headers.remove(name);
-        }
-        for (member, name) in &self.claim_headers {
-            let Some(text) = claims.get(member).and_then(header_text) else {
-                continue;
-            };
-            let value = HeaderValue::from_str(&text)
-                .map_err(|_| JwtDenied::Invalid("a claim cannot be sent as a header"))?;
-            headers.insert(name.clone(), value);
-        }
-        Ok(())
+        set_claim_headers(&self.claim_headers, Some(claims), headers)
     }
 
     async fn ask(&self, token: &str) -> Result<Answer, String> {
@@ -253,22 +239,6 @@ impl Introspection {
             reuse_for,
         }
     }
-}
-
-fn https_client() -> HttpsClient {
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("the ring provider supports the default protocol versions")
-    .with_root_certificates(jwks::system_roots())
-    .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 #[cfg(test)]

@@ -490,21 +490,30 @@ impl Fetcher {
     }
 
     fn build_client(&self) -> HttpsClient {
-        let roots = self.options.roots.clone().unwrap_or_else(system_roots);
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        Client::builder(TokioExecutor::new()).build(connector)
+        https_client(self.options.roots.clone().unwrap_or_else(system_roots))
     }
+}
+
+/// An HTTP/1.1 client for calls to identity providers: `https` checked against `roots`,
+/// plain `http` allowed.
+pub(super) fn https_client<B>(roots: Arc<RootCertStore>) -> Client<HttpsConnector<HttpConnector>, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("the ring provider supports the default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 /// The system's trust anchors. Without any, `https` fetches fail and say why; `http`

@@ -221,19 +221,7 @@ impl JwtAuth {
         claims: Option<&Claims>,
         headers: &mut HeaderMap,
     ) -> Result<(), JwtDenied> {
-        for (_, name) in &self.claim_headers {
-            headers.remove(name);
-        }
-        let Some(claims) = claims else { return Ok(()) };
-        for (claim, name) in &self.claim_headers {
-            let Some(text) = claims.get(claim).and_then(header_text) else {
-                continue;
-            };
-            let value = HeaderValue::from_str(&text)
-                .map_err(|_| JwtDenied::Invalid("a claim cannot be sent as a header"))?;
-            headers.insert(name.clone(), value);
-        }
-        Ok(())
+        set_claim_headers(&self.claim_headers, claims, headers)
     }
 
     async fn verify(&self, token: &str) -> Result<Claims, JwtDenied> {
@@ -414,6 +402,28 @@ fn fixed_keys(bytes: Option<&[u8]>, algorithms: &[Algorithm]) -> Result<Arc<KeyS
     Ok(Arc::new(set))
 }
 
+/// Removes every header of `claim_headers` from what the client sent, then sets those
+/// whose claim `claims` has.
+pub(super) fn set_claim_headers(
+    claim_headers: &[(String, HeaderName)],
+    claims: Option<&Claims>,
+    headers: &mut HeaderMap,
+) -> Result<(), JwtDenied> {
+    for (_, name) in claim_headers {
+        headers.remove(name);
+    }
+    let Some(claims) = claims else { return Ok(()) };
+    for (claim, name) in claim_headers {
+        let Some(text) = claims.get(claim).and_then(header_text) else {
+            continue;
+        };
+        let value = HeaderValue::from_str(&text)
+            .map_err(|_| JwtDenied::Invalid("a claim cannot be sent as a header"))?;
+        headers.insert(name.clone(), value);
+    }
+    Ok(())
+}
+
 pub(super) fn claim_headers(
     claims_to_headers: &[crate::config::ClaimHeader],
     error: &mut impl FnMut(&str, String),
@@ -485,7 +495,7 @@ fn describe(kind: &ErrorKind) -> &'static str {
 
 /// A claim as header text: strings as they are, numbers and booleans as JSON writes
 /// them, lists of those joined with commas. Objects and nulls give no header.
-pub(super) fn header_text(value: &Value) -> Option<String> {
+fn header_text(value: &Value) -> Option<String> {
     match value {
         Value::Array(items) => {
             let parts: Vec<String> = items.iter().filter_map(scalar_text).collect();

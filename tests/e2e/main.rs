@@ -241,30 +241,13 @@ async fn https_status(sender: &mut HttpsSender, host: &str) -> Option<u16> {
     Some(resp.status().as_u16())
 }
 
-/// A condition of a Policy: (status, reason, message).
-fn policy_condition(ns: &str, name: &str, type_: &str) -> Option<(String, String, String)> {
-    let (ok, out, _) = kubectl(&["-n", ns, "get", "policy", name, "-o", "json"], None);
-    if !ok {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-    let c = v["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)?
-        .clone();
-    Some((
-        c["status"].as_str()?.to_string(),
-        c["reason"].as_str()?.to_string(),
-        c["message"].as_str().unwrap_or_default().to_string(),
-    ))
-}
-
 async fn policy_status_is(ns: &str, name: &str, type_: &str, status: &str, reason: &str) {
     eventually(
         &format!("Policy {name} {type_}={status} ({reason})"),
         CONVERGE,
-        async || policy_condition(ns, name, type_).is_some_and(|c| c.0 == status && c.1 == reason),
+        async || {
+            condition_of("policy", ns, name, type_).is_some_and(|c| c.0 == status && c.1 == reason)
+        },
     )
     .await;
 }
@@ -301,7 +284,7 @@ async fn a_policy_protects_its_route_and_reports_conflicts() {
         "  targetRefs: [{kind: Route, name: web}, {kind: Route, name: nowhere}]\n  ipAccess: {allow: [127.0.0.0/8]}\n",
     ));
     policy_status_is(&ns.0, "loopback", "Accepted", "False", "Conflicted").await;
-    let (_, _, message) = policy_condition(&ns.0, "loopback", "Accepted").unwrap();
+    let (_, _, message, _) = condition_of("policy", &ns.0, "loopback", "Accepted").unwrap();
     assert!(
         message.contains("already has ipAccess from Policy e2e-policy/no-loopback"),
         "{message}"

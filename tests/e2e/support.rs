@@ -303,7 +303,17 @@ pub async fn eventually(what: &str, limit: Duration, mut f: impl AsyncFnMut() ->
 
 /// A condition of a Route: (status, reason, message, observedGeneration).
 pub fn condition(ns: &str, name: &str, type_: &str) -> Option<(String, String, String, i64)> {
-    let (ok, out, _) = kubectl(&["-n", ns, "get", "route", name, "-o", "json"], None);
+    condition_of("route", ns, name, type_)
+}
+
+/// A condition of an object of `kind` (`route`, `policy`).
+pub fn condition_of(
+    kind: &str,
+    ns: &str,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String, i64)> {
+    let (ok, out, _) = kubectl(&["-n", ns, "get", kind, name, "-o", "json"], None);
     if !ok {
         return None;
     }
