@@ -166,15 +166,7 @@ impl Introspection {
         let claims = answer
             .claims
             .ok_or(JwtDenied::Invalid("the token is not active"))?;
-        let granted = claims.scopes();
-        if let Some(missing) = self
-            .spec
-            .required_scopes
-            .iter()
-            .find(|s| !granted.contains(&s.as_str()))
-        {
-            return Err(JwtDenied::InsufficientScope(missing.clone()));
-        }
+        claims.require_scopes(&self.spec.required_scopes)?;
         Ok(claims)
     }
 

@@ -270,17 +270,7 @@ impl JwtAuth {
                 "the token has no claim {missing}"
             )));
         }
-        if !self.spec.required_scopes.is_empty() {
-            let granted = claims.scopes();
-            if let Some(missing) = self
-                .spec
-                .required_scopes
-                .iter()
-                .find(|s| !granted.contains(&s.as_str()))
-            {
-                return Err(JwtDenied::InsufficientScope(missing.clone()));
-            }
-        }
+        claims.require_scopes(&self.spec.required_scopes)?;
         for rule in &self.spec.rules {
             let allowed = claims
                 .get(&rule.claim)
@@ -656,7 +646,19 @@ impl Claims {
 
     /// The scopes granted: `scope` (space-separated) and `scp` (a list, or a
     /// space-separated string as some providers write it).
-    pub(super) fn scopes(&self) -> Vec<&str> {
+    /// Refuses with 403 the first of `required` that was not granted.
+    pub(super) fn require_scopes(&self, required: &[String]) -> Result<(), JwtDenied> {
+        if required.is_empty() {
+            return Ok(());
+        }
+        let granted = self.scopes();
+        match required.iter().find(|s| !granted.contains(&s.as_str())) {
+            Some(missing) => Err(JwtDenied::InsufficientScope(missing.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn scopes(&self) -> Vec<&str> {
         ["scope", "scp"]
             .iter()
             .filter_map(|c| self.get(c))

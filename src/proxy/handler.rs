@@ -174,10 +174,8 @@ async fn route_and_forward(
         // connection. A host with no certificate of its own may be asked for on any
         // connection.
         if let Some(tls) = &conn.tls {
-            if let Some(p) = snapshot.tls.resolve(Some(&host)) {
-                if p.id != tls.profile {
-                    return Err(GatewayError::Misdirected);
-                }
+            if snapshot.tls.misdirected(&host, tls.profile) {
+                return Err(GatewayError::Misdirected);
             }
         }
         let cert_required = snapshot.tls.requires_client_cert(&host);

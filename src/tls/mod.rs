@@ -12,7 +12,7 @@ mod load;
 
 use crate::{
     compile::{Problem, Reason},
-    config::{ClientCertificateMode, ObjectKey, Resource, Resources, RouteSpec, SecretData},
+    config::{ClientCertificateMode, ObjectKey, Resource, Resources, RouteSpec},
 };
 pub use load::{Certificate, ClientCa};
 use rustls::ServerConfig;
@@ -70,16 +70,31 @@ impl TlsTable {
         let Some(name) = sni else {
             return self.default.as_ref();
         };
-        if let Some(p) = self.exact.get(name) {
-            return Some(p);
+        self.own(name)
+            .or_else(|| self.default.as_ref().filter(|d| d.cert.covers(name)))
+    }
+
+    /// True when `host` has a certificate and client check of its own, or falls to the
+    /// default certificate, and that profile is not `profile`: the request belongs on
+    /// another connection. Hosts that resolve to nothing may use any connection.
+    pub fn misdirected(&self, host: &str, profile: u64) -> bool {
+        match self.own(host) {
+            Some(p) => p.id != profile,
+            // Only a connection of another profile needs the default's names checked,
+            // which keeps certificate parsing off the common path.
+            None => self
+                .default
+                .as_ref()
+                .is_some_and(|d| d.id != profile && d.cert.covers(host)),
         }
-        if let Some(p) = name
-            .split_once('.')
-            .and_then(|(_, parent)| self.wildcard.get(parent))
-        {
-            return Some(p);
-        }
-        self.default.as_ref().filter(|d| d.cert.covers(name))
+    }
+
+    /// The profile of an exact host, else of the wildcard one label up.
+    fn own(&self, name: &str) -> Option<&Arc<Profile>> {
+        self.exact.get(name).or_else(|| {
+            name.split_once('.')
+                .and_then(|(_, parent)| self.wildcard.get(parent))
+        })
     }
 
     /// True when any Route of `host` (lower-case, no port) requires a client certificate:
@@ -102,11 +117,6 @@ impl TlsTable {
     /// Every certificate in use, for metrics.
     pub fn certificates(&self) -> impl Iterator<Item = &Arc<Certificate>> {
         self.certs.values()
-    }
-
-    /// True when no handshake can succeed.
-    pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcard.is_empty() && self.default.is_none()
     }
 }
 
@@ -316,15 +326,11 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn secret(&self, key: &ObjectKey) -> Option<(ObjectKey, &SecretData)> {
-        self.resources.secret(key)
-    }
-
     fn certificate(&mut self, key: &ObjectKey) -> Result<CertificateUse, String> {
         if let Some(done) = self.certs.get(key) {
             return done.clone();
         }
-        let result = match self.secret(key) {
+        let result = match self.resources.secret(key) {
             None => Err(format!("Secret {key} not found")),
             Some((found, data)) => {
                 let previous = self.previous.and_then(|p| p.certs.get(&found));
@@ -354,7 +360,7 @@ impl Builder<'_> {
         if let Some(done) = self.cas.get(key) {
             return done.clone();
         }
-        let result = match self.secret(key) {
+        let result = match self.resources.secret(key) {
             None => Err(format!("Secret {key} not found")),
             Some((found, data)) => match self.previous.and_then(|p| p.cas.get(&found)) {
                 Some(old) if old.same_source(data) => Ok(old.clone()),

@@ -202,11 +202,18 @@ async fn each_name_gets_its_own_certificate() {
 async fn default_certificate_serves_clients_without_a_name_and_names_it_covers() {
     let pki = Pki::new("Test CA");
     let fallback = pki.leaf(&["127.0.0.1", "*.fallback.test"]);
+    let app = pki.leaf(&["app.example.test"]);
     let backend = echo("b").await;
+    let yaml = tls_route("app", &["app.example.test"], "app", backend, "")
+        + "---\n"
+        + &route_to("any", backend);
     let gw = TestGateway::with_secrets(
-        &route_to("any", backend),
+        &yaml,
         Limits::default(),
-        |dir| write_cert(dir, "fallback", &fallback),
+        |dir| {
+            write_cert(dir, "fallback", &fallback);
+            write_cert(dir, "app", &app);
+        },
         Some("fallback"),
     )
     .await;
@@ -223,6 +230,39 @@ async fn default_certificate_serves_clients_without_a_name_and_names_it_covers()
     assert!(connect(gw.tls_addr, "elsewhere.test", pki.roots(), None)
         .await
         .is_err());
+
+    // A name the default certificate covers belongs to the default's connections: on a
+    // connection opened for another certificate it gets 421, on its own it is served.
+    let s = connect(gw.tls_addr, "app.example.test", pki.roots(), None)
+        .await
+        .unwrap();
+    let mut on_app = Https::over(s).await;
+    let a = on_app.get("x.fallback.test", "/", &[]).await.unwrap();
+    assert_eq!(a.status, 421);
+    assert_eq!(
+        on_app.get("elsewhere.test", "/", &[]).await.unwrap().status,
+        200
+    );
+    let s = connect(gw.tls_addr, "x.fallback.test", pki.roots(), None)
+        .await
+        .unwrap();
+    let mut on_default = Https::over(s).await;
+    assert_eq!(
+        on_default
+            .get("y.fallback.test", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        on_default
+            .get("app.example.test", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        421
+    );
 }
 
 #[tokio::test]
@@ -581,28 +621,22 @@ async fn bad_certificates_are_reported_and_never_served() {
         "good",
         &[("tls.crt", &good.crt), ("tls.key", "not a key")],
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let snapshot = gw.gw.as_ref().unwrap().snapshot.load();
-        if snapshot.problems.iter().any(|p| p.object.name == "good") {
-            let p = snapshot
-                .problems
-                .iter()
-                .find(|p| p.object.name == "good")
-                .unwrap();
-            assert!(
-                p.message.contains("the previous certificate keeps serving"),
-                "{}",
-                p.message
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the broken renewal was never noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let snapshot = gw.gw.as_ref().unwrap().snapshot.clone();
+    let noticed = || {
+        snapshot
+            .load()
+            .problems
+            .iter()
+            .any(|p| p.object.name == "good")
+    };
+    eventually_true(noticed).await;
+    let problems = snapshot.load().problems.clone();
+    let p = problems.iter().find(|p| p.object.name == "good").unwrap();
+    assert!(
+        p.message.contains("the previous certificate keeps serving"),
+        "{}",
+        p.message
+    );
     let s = connect(gw.tls_addr, "good.example.test", pki.roots(), None)
         .await
         .unwrap();
