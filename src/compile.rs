@@ -8,6 +8,7 @@ use crate::{
     policy::{self, PolicyTable},
     routing::{self, path::canonicalize, EntryOrder, EntrySpec, PathCond, Router, ValueCond},
     tls::{self, TlsTable},
+    upstream,
 };
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use regex::Regex;
@@ -15,6 +16,7 @@ use serde::Serialize;
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
+    time::Duration,
 };
 
 /// The routing table and what it was built from. Never changed once built.
@@ -30,6 +32,8 @@ pub struct Snapshot {
     pub policies: PolicyTable,
     /// Every regular expression the table uses, for the next compile to reuse.
     regexes: HashMap<String, Regex>,
+    /// Endpoint health and load, limits and retry budgets, and the endpoints to probe.
+    pub upstreams: upstream::Upstreams,
 }
 
 /// Something wrong with one object, naming the field at fault.
@@ -94,6 +98,7 @@ impl Snapshot {
             tls: TlsTable::default(),
             policies: PolicyTable::default(),
             regexes: HashMap::new(),
+            upstreams: upstream::Upstreams::default(),
         }
     }
 
@@ -128,19 +133,17 @@ impl Snapshot {
 pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
     let mut problems = Vec::new();
     let mut candidates: Vec<(Resource<RouteSpec>, CompiledRoute)> = Vec::new();
-    let mut regexes = Regexes {
-        previous: previous.map(|p| &p.regexes),
-        built: HashMap::new(),
+    let mut reuse = Reuse {
+        regexes: Regexes {
+            previous: previous.map(|p| &p.regexes),
+            built: HashMap::new(),
+        },
+        upstreams: upstream::Registry::new(previous.map(|p| &p.upstreams)),
     };
 
     for route in &resources.routes {
         let mut route_problems = Vec::new();
-        let compiled = compile_route(
-            route,
-            &resources.services,
-            &mut route_problems,
-            &mut regexes,
-        );
+        let compiled = compile_route(route, &resources.services, &mut route_problems, &mut reuse);
         let rejected = route_problems.iter().any(Problem::rejects);
         problems.append(&mut route_problems);
         match compiled {
@@ -149,7 +152,7 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
                 // Fall back to the last good version, compiled against today's Services.
                 let key = route.meta.key();
                 if let Some(old) = previous.and_then(|p| p.routes.get(&key)) {
-                    let c = compile_route(old, &resources.services, &mut Vec::new(), &mut regexes);
+                    let c = compile_route(old, &resources.services, &mut Vec::new(), &mut reuse);
                     if let Some(c) = c {
                         candidates.push((old.clone(), c));
                     }
@@ -198,7 +201,8 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
         problems,
         tls,
         policies,
-        regexes: regexes.built,
+        regexes: reuse.regexes.built,
+        upstreams: reuse.upstreams.finish(),
     }
 }
 
@@ -260,7 +264,13 @@ struct CompiledRoute {
 struct Check<'a, 'p> {
     object: &'a ObjectKey,
     problems: &'a mut Vec<Problem>,
-    regexes: &'a mut Regexes<'p>,
+    reuse: &'a mut Reuse<'p>,
+}
+
+/// What a compile takes over from the previous snapshot.
+struct Reuse<'p> {
+    regexes: Regexes<'p>,
+    upstreams: upstream::Registry<'p>,
 }
 
 /// Compiled regular expressions by pattern. Those of the previous snapshot are reused,
@@ -306,13 +316,13 @@ fn compile_route(
     route: &Resource<RouteSpec>,
     services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
     problems: &mut Vec<Problem>,
-    regexes: &mut Regexes<'_>,
+    reuse: &mut Reuse<'_>,
 ) -> Option<CompiledRoute> {
     let key = route.meta.key();
     let mut check = Check {
         object: &key,
         problems,
-        regexes,
+        reuse,
     };
     let before = check.problems.len();
     let label: Arc<str> = key.to_string().into();
@@ -622,7 +632,7 @@ fn compile_path(
                 ))
             }
         }
-        RegularExpression => match check.regexes.full_match(&p.value) {
+        RegularExpression => match check.reuse.regexes.full_match(&p.value) {
             Ok(re) => Some((PathCond::Regex(re), format!("regex:{}", p.value))),
             Err(e) => {
                 check.invalid(field, format!("invalid regular expression: {e}"));
@@ -639,7 +649,8 @@ fn compile_value(
 ) -> Option<ValueCond> {
     match v.kind {
         config::ValueMatchType::Exact => Some(ValueCond::Exact(v.value.as_str().into())),
-        config::ValueMatchType::RegularExpression => match check.regexes.full_match(&v.value) {
+        config::ValueMatchType::RegularExpression => match check.reuse.regexes.full_match(&v.value)
+        {
             Ok(re) => Some(ValueCond::Regex(re)),
             Err(e) => {
                 check.invalid(
@@ -696,14 +707,26 @@ fn compile_action(
                 "at least one backend is required",
             );
         }
+        let balancer = compile_balancer(rule.load_balancer.as_ref(), field, check);
         let backends = rule
             .backends
             .iter()
             .enumerate()
             .filter_map(|(bi, b)| {
-                compile_backend(b, key, services, &format!("{field}.backends[{bi}]"), check)
+                compile_backend(
+                    b,
+                    key,
+                    services,
+                    balancer.kind,
+                    &format!("{field}.backends[{bi}]"),
+                    check,
+                )
             })
             .collect();
+        let retry = rule
+            .retry
+            .as_ref()
+            .map(|r| compile_retry(r, &format!("{key}#{ri}"), check));
         let rewrite = filters.url_rewrite.as_ref();
         let rewrite_field = format!("{field}.filters.urlRewrite");
         let rewrite_host = rewrite.and_then(|r| r.hostname.as_ref()).and_then(|h| {
@@ -715,7 +738,11 @@ fn compile_action(
             .and_then(|r| r.path.as_ref())
             .and_then(|p| compile_path_rewrite(p, &format!("{rewrite_field}.path"), check));
         Some(routing::ActionKind::Forward(routing::Forward {
-            backends: routing::BackendSet::new(backends),
+            backends: upstream::BackendSet::new(backends),
+            balancer,
+            retry,
+            per_try_timeout: rule.timeouts.per_try.map(|d| d.0),
+            stream_idle: rule.timeouts.stream_idle.map(|d| d.0),
             rewrite_host,
             rewrite_path,
         }))
@@ -873,63 +900,266 @@ fn compile_backend(
     b: &config::Backend,
     key: &ObjectKey,
     services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    balancer: upstream::balance::Kind,
     field: &str,
     check: &mut Check<'_, '_>,
-) -> Option<routing::Backend> {
+) -> Option<upstream::Backend> {
     let weight = b.weight.unwrap_or(1);
-    match (&b.address, &b.service) {
-        (Some(addr), None) => match parse_address(addr) {
-            Some(authority) => Some(routing::Backend::new(
-                addr.as_str(),
-                weight,
-                vec![authority],
-            )),
-            None => {
+    let (name, backend_key, addresses): (String, Arc<str>, Vec<http::uri::Authority>) =
+        match (&b.address, &b.service) {
+            (Some(addr), None) => match parse_address(addr) {
+                Some(authority) => (addr.clone(), addr.as_str().into(), vec![authority]),
+                None => {
+                    check.invalid(
+                        format!("{field}.address"),
+                        format!(
+                            "{addr:?} is not host:port (for example 10.0.0.5:8080 or users:80)"
+                        ),
+                    );
+                    return None;
+                }
+            },
+            (None, Some(svc)) => {
+                let name = match &svc.port {
+                    config::PortRef::Number(n) => format!("{}:{n}", svc.name),
+                    config::PortRef::Name(n) => format!("{}:{n}", svc.name),
+                };
+                let svc_key = ObjectKey {
+                    namespace: key.namespace.clone(),
+                    name: svc.name.clone(),
+                };
+                let port = services.get(&svc_key).and_then(|s| {
+                    s.ports.iter().find(|p| match &svc.port {
+                        config::PortRef::Number(n) => p.port == *n,
+                        config::PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
+                    })
+                });
+                let endpoints = match port {
+                    Some(p) => p
+                        .endpoints
+                        .iter()
+                        .filter_map(|a| a.to_string().parse().ok())
+                        .collect(),
+                    None => {
+                        let what = if services.contains_key(&svc_key) {
+                            format!("Service {svc_key} has no port {name}")
+                        } else {
+                            format!("Service {svc_key} not found")
+                        };
+                        check.push(format!("{field}.service"), Reason::BackendNotFound, what);
+                        Vec::new()
+                    }
+                };
+                let backend_key = format!("{}/{name}", key.namespace).into();
+                (name, backend_key, endpoints)
+            }
+            _ => {
+                check.invalid(field, "set exactly one of address and service");
+                return None;
+            }
+        };
+    let health = b
+        .health_check
+        .as_ref()
+        .and_then(|h| compile_health(h, &format!("{field}.healthCheck"), check));
+    let limiter = match (b.max_connections, b.max_pending_requests) {
+        (Some(max), pending) => Some(check.reuse.upstreams.limiter(
+            &backend_key,
+            max,
+            pending.unwrap_or(0),
+        )),
+        (None, Some(_)) => {
+            check.invalid(
+                format!("{field}.maxPendingRequests"),
+                "needs maxConnections: requests wait only for a connection limit",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    let upstreams = &mut check.reuse.upstreams;
+    let endpoints: Vec<_> = addresses
+        .into_iter()
+        .map(|a| upstreams.endpoint(&backend_key, a))
+        .collect();
+    if let Some(active) = health.as_ref().and_then(|h| h.active.as_ref()) {
+        for ep in &endpoints {
+            upstreams.probe(&backend_key, ep, active);
+        }
+    }
+    Some(
+        upstream::Backend::new(name, weight, endpoints, balancer)
+            .with_health(health)
+            .with_limiter(limiter),
+    )
+}
+
+fn compile_balancer(
+    lb: Option<&config::LoadBalancer>,
+    field: &str,
+    check: &mut Check<'_, '_>,
+) -> upstream::Balancer {
+    use upstream::balance::{HashOn, Kind};
+    let Some(lb) = lb else {
+        return upstream::Balancer::default();
+    };
+    let field = format!("{field}.loadBalancer");
+    let kind = match lb.kind {
+        config::LoadBalancerType::RoundRobin => Kind::RoundRobin,
+        config::LoadBalancerType::LeastRequest => Kind::LeastRequest,
+        config::LoadBalancerType::ConsistentHash => Kind::ConsistentHash,
+    };
+    let hash_on = match (&lb.hash_on, kind) {
+        (None, Kind::ConsistentHash) => {
+            check.invalid(format!("{field}.hashOn"), "ConsistentHash needs hashOn");
+            None
+        }
+        (None, _) => None,
+        (Some(_), k) if k != Kind::ConsistentHash => {
+            check.invalid(
+                format!("{field}.hashOn"),
+                "hashOn is only for type ConsistentHash",
+            );
+            None
+        }
+        (Some(h), _) => {
+            let set = [
+                h.header.is_some(),
+                h.cookie.is_some(),
+                h.client_address,
+                h.query_parameter.is_some(),
+            ];
+            if set.iter().filter(|s| **s).count() != 1 {
                 check.invalid(
-                    format!("{field}.address"),
-                    format!("{addr:?} is not host:port (for example 10.0.0.5:8080 or users:80)"),
+                    format!("{field}.hashOn"),
+                    "set exactly one of header, cookie, clientAddress and queryParameter",
+                );
+                None
+            } else if let Some(name) = &h.header {
+                match HeaderName::from_bytes(name.as_bytes()) {
+                    Ok(n) => Some(HashOn::Header(n)),
+                    Err(_) => {
+                        check.invalid(
+                            format!("{field}.hashOn.header"),
+                            format!("{name:?} is not a valid header name"),
+                        );
+                        None
+                    }
+                }
+            } else if let Some(c) = &h.cookie {
+                Some(HashOn::Cookie(c.clone()))
+            } else if let Some(q) = &h.query_parameter {
+                Some(HashOn::QueryParameter(q.clone()))
+            } else {
+                Some(HashOn::ClientAddress)
+            }
+        }
+    };
+    let session = lb.session_cookie.as_ref().and_then(|c| {
+        let valid = !c.name.is_empty()
+            && c.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            check.invalid(
+                format!("{field}.sessionCookie.name"),
+                "letters, digits, '_' and '-' only",
+            );
+            return None;
+        }
+        Some(upstream::SessionCookie {
+            name: c.name.clone(),
+            ttl: c.ttl.map(|d| d.0),
+        })
+    });
+    upstream::Balancer {
+        kind,
+        hash_on,
+        session,
+    }
+}
+
+fn compile_retry(
+    r: &config::Retry,
+    rule_key: &str,
+    check: &mut Check<'_, '_>,
+) -> upstream::RetryPolicy {
+    use config::RetryOn;
+    let defaults = r.on.is_empty() && r.status_codes.is_empty();
+    let on = |c: RetryOn| {
+        defaults && c != RetryOn::PerTryTimeout && c != RetryOn::ServerError || r.on.contains(&c)
+    };
+    let status_codes = if defaults {
+        vec![502, 503, 504]
+    } else {
+        r.status_codes.clone()
+    };
+    let percent = r.budget_percent.unwrap_or(20).clamp(1, 100);
+    upstream::RetryPolicy {
+        attempts: r.attempts.min(10),
+        on_connect_failure: on(RetryOn::ConnectFailure),
+        on_reset: on(RetryOn::Reset),
+        on_per_try_timeout: on(RetryOn::PerTryTimeout),
+        on_server_error: on(RetryOn::ServerError),
+        status_codes,
+        backoff: r.backoff.map_or(Duration::from_millis(25), |d| d.0),
+        max_backoff: r.max_backoff.map_or(Duration::from_millis(250), |d| d.0),
+        non_idempotent: r.non_idempotent,
+        budget: check.reuse.upstreams.budget(rule_key.to_owned(), percent),
+    }
+}
+
+fn compile_health(
+    h: &config::HealthCheck,
+    field: &str,
+    check: &mut Check<'_, '_>,
+) -> Option<Arc<upstream::HealthPolicy>> {
+    let passive = h.passive.as_ref().map(|p| upstream::PassiveCheck {
+        consecutive_failures: p.consecutive_failures.unwrap_or(5).max(1),
+        base_ejection: p
+            .base_ejection_time
+            .map_or(Duration::from_secs(30), |d| d.0),
+        max_ejection: p
+            .max_ejection_time
+            .map_or(Duration::from_secs(300), |d| d.0),
+    });
+    let active = match &h.active {
+        None => None,
+        Some(a) => match a.path.parse::<http::uri::PathAndQuery>() {
+            Ok(path) if a.path.starts_with('/') => {
+                let interval = a.interval.map_or(Duration::from_secs(10), |d| d.0);
+                let timeout = a.timeout.map_or(Duration::from_secs(2), |d| d.0);
+                if interval < Duration::from_millis(100) {
+                    check.invalid(
+                        format!("{field}.active.interval"),
+                        "at least 100ms, or the probes become the load",
+                    );
+                }
+                Some(Arc::new(upstream::ActiveCheck {
+                    path,
+                    interval,
+                    timeout: timeout.min(interval),
+                    healthy_threshold: a.healthy_threshold.unwrap_or(2).max(1),
+                    unhealthy_threshold: a.unhealthy_threshold.unwrap_or(3).max(1),
+                }))
+            }
+            _ => {
+                check.invalid(
+                    format!("{field}.active.path"),
+                    format!("{:?} is not an absolute path", a.path),
                 );
                 None
             }
         },
-        (None, Some(svc)) => {
-            let name = match &svc.port {
-                config::PortRef::Number(n) => format!("{}:{n}", svc.name),
-                config::PortRef::Name(n) => format!("{}:{n}", svc.name),
-            };
-            let svc_key = ObjectKey {
-                namespace: key.namespace.clone(),
-                name: svc.name.clone(),
-            };
-            let port = services.get(&svc_key).and_then(|s| {
-                s.ports.iter().find(|p| match &svc.port {
-                    config::PortRef::Number(n) => p.port == *n,
-                    config::PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
-                })
-            });
-            let endpoints = match port {
-                Some(p) => p
-                    .endpoints
-                    .iter()
-                    .filter_map(|a| a.to_string().parse().ok())
-                    .collect(),
-                None => {
-                    let what = if services.contains_key(&svc_key) {
-                        format!("Service {svc_key} has no port {name}")
-                    } else {
-                        format!("Service {svc_key} not found")
-                    };
-                    check.push(format!("{field}.service"), Reason::BackendNotFound, what);
-                    Vec::new()
-                }
-            };
-            Some(routing::Backend::new(name, weight, endpoints))
-        }
-        _ => {
-            check.invalid(field, "set exactly one of address and service");
-            None
-        }
+    };
+    if passive.is_none() && active.is_none() {
+        return None;
     }
+    Some(Arc::new(upstream::HealthPolicy {
+        passive,
+        active,
+        panic_percent: h.panic_threshold_percent.unwrap_or(50).min(100),
+    }))
 }
 
 /// Accepts `host:port` with a port in 1..=65535 and nothing else (no scheme, no path).

@@ -163,6 +163,7 @@ impl Gateway {
             opts.access_log,
             opts.trusted_proxies.clone(),
         );
+        background.push(tokio::spawn(proxy::run_probes(proxy.clone())));
         let mut proxy_tasks = Vec::new();
         if let Some(tls_listener) = tls_listener {
             proxy_tasks.push(tokio::spawn(proxy::serve_tls(

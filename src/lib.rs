@@ -23,3 +23,4 @@ pub mod routing;
 pub mod source;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;

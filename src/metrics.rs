@@ -20,6 +20,15 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// Failed connection attempts to a backend, by `backend`.
     pub upstream_connect_errors: IntCounterVec,
+    /// Tries sent again, by `route` and `reason` (`connect_failure`, `reset`,
+    /// `per_try_timeout`, `status`), and retries refused by the budget
+    /// (`reason="budget_exhausted"`).
+    pub upstream_retries: IntCounterVec,
+    /// Endpoints taken out of rotation, by `backend` and `check` (`passive` or `active`).
+    pub upstream_ejections: IntCounterVec,
+    /// Requests answered 503 because a backend's connections and queue were full, by
+    /// `backend`.
+    pub upstream_overflow: IntCounterVec,
     /// Configuration reloads by `result`: `accepted` or `refused`.
     pub config_reloads: IntCounterVec,
     /// Objects that do not serve as written, by `kind`.
@@ -74,6 +83,30 @@ impl Metrics {
             Opts::new(
                 "upstream_connect_errors_total",
                 "Failed connection attempts to backends",
+            ),
+            &["backend"],
+        )
+        .expect("valid metric");
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "upstream_retries_total",
+                "Retries sent or refused by the budget",
+            ),
+            &["route", "reason"],
+        )
+        .expect("valid metric");
+        let upstream_ejections = IntCounterVec::new(
+            Opts::new(
+                "upstream_ejections_total",
+                "Endpoints taken out of rotation by a health check",
+            ),
+            &["backend", "check"],
+        )
+        .expect("valid metric");
+        let upstream_overflow = IntCounterVec::new(
+            Opts::new(
+                "upstream_overflow_total",
+                "Requests refused because a backend's connections and queue were full",
             ),
             &["backend"],
         )
@@ -151,6 +184,9 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
             Box::new(upstream_connect_errors.clone()),
+            Box::new(upstream_retries.clone()),
+            Box::new(upstream_ejections.clone()),
+            Box::new(upstream_overflow.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_rejected_objects.clone()),
             Box::new(open_connections.clone()),
@@ -169,6 +205,9 @@ impl Metrics {
             requests,
             request_duration,
             upstream_connect_errors,
+            upstream_retries,
+            upstream_ejections,
+            upstream_overflow,
             config_reloads,
             config_rejected_objects,
             open_connections,

@@ -127,6 +127,12 @@ pub struct RouteRule {
     pub backends: Vec<Backend>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// How each backend's endpoints share the rule's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
+    /// When and how often a failed attempt is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
     /// Largest request body accepted, in bytes; larger bodies get 413. Defaults to the
     /// listener's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -298,6 +304,18 @@ pub struct Backend {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 1_000_000))]
     pub weight: Option<u32>,
+    /// Taking failing endpoints out of rotation, and checking them actively.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// Most requests in flight to this backend at once; for HTTP/1 that is the number of
+    /// connections in use. Further requests wait (see `maxPendingRequests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_connections: Option<u32>,
+    /// Most requests waiting for one of `maxConnections`; any more get 503 at once.
+    /// Default 0 when `maxConnections` is set: no waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -335,7 +353,185 @@ impl JsonSchema for PortRef {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Timeouts {
     /// Time allowed from the start of the request until the backend's response headers
-    /// arrive; 504 after that. A response body that is still streaming is not cut.
+    /// arrive, all tries and waits between them included; 504 after that. A response body
+    /// that is still streaming is not cut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Duration>,
+    /// Time one try has for the response headers before it counts as failed (and may be
+    /// retried). Defaults to the whole request's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try: Option<Duration>,
+    /// A streaming response (Server-Sent Events, a long download) or a WebSocket with no
+    /// data in either direction for this long is closed. Each byte resets it, so a live
+    /// stream is never cut. Defaults to the listener's idle timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_idle: Option<Duration>,
+}
+
+/// The choice of endpoint within a backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.type) && self.type == 'ConsistentHash') == has(self.hashOn)",
+    "message": "hashOn is set exactly when type is ConsistentHash"
+}]))]
+pub struct LoadBalancer {
+    #[serde(rename = "type", default)]
+    pub kind: LoadBalancerType,
+    /// What identifies a client for `ConsistentHash`. Requests without it are spread
+    /// round robin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<HashOn>,
+    /// Keep a client on the endpoint it first reached with a cookie the gateway sets;
+    /// a client whose endpoint is gone or unhealthy is moved and gets a new cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_cookie: Option<SessionCookie>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum LoadBalancerType {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// The less busy of two endpoints drawn at random (power of two choices).
+    LeastRequest,
+    /// The same key always reaches the same endpoint; when endpoints come or go, only the
+    /// keys of those endpoints move.
+    ConsistentHash,
+}
+
+/// Exactly one field.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.header), has(self.cookie), has(self.clientAddress) && self.clientAddress, has(self.queryParameter)].filter(x, x).size() == 1",
+    "message": "set exactly one of header, cookie, clientAddress and queryParameter"
+}]))]
+pub struct HashOn {
+    /// A request header, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A cookie, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// The client's address (behind `--trusted-proxies`, the one they report).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_address: bool,
+    /// A query parameter, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_parameter: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionCookie {
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_\-]+$"))]
+    pub name: String,
+    /// Lifetime of the cookie; a browser session when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
+}
+
+/// Retries: only idempotent requests (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) are
+/// retried after they may have reached the backend; any request is retried when its
+/// connection was refused, since the backend never saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retry {
+    /// Tries after the first.
+    #[schemars(range(min = 1, max = 10))]
+    pub attempts: u32,
+    /// What makes a try count as failed. Default: `ConnectFailure`, `Reset`, 502, 503, 504.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub on: Vec<RetryOn>,
+    /// Status codes that make a try count as failed, in addition to `on`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(range(min = 400, max = 599)))]
+    pub status_codes: Vec<u16>,
+    /// First wait between tries; each later wait may be twice as long, with random
+    /// jitter. Default 25ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Duration>,
+    /// Longest wait between tries. Default 250ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff: Option<Duration>,
+    /// Retries may add at most this share of the rule's requests, in percent. Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub budget_percent: Option<u32>,
+    /// Retry POST, PATCH and other non-idempotent requests after they may have reached
+    /// the backend too. Only for backends that can take the same request twice.
+    #[serde(default)]
+    pub non_idempotent: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum RetryOn {
+    /// The connection could not be made (refused, unreachable, connect timeout).
+    ConnectFailure,
+    /// The connection broke before the response headers arrived.
+    Reset,
+    /// The try took longer than `timeouts.perTry`.
+    PerTryTimeout,
+    /// Any 5xx answer.
+    #[serde(rename = "5xx")]
+    ServerError,
+}
+
+/// Keeping traffic away from endpoints that fail.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Eject an endpoint after consecutive failures seen on real traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<PassiveHealth>,
+    /// Probe each endpoint with an HTTP request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<ActiveHealth>,
+    /// When fewer than this share of endpoints are healthy, in percent, health is
+    /// ignored and every endpoint gets traffic, so that a bad check cannot take a whole
+    /// backend down. Default 50; 0 turns it off (but with no healthy endpoint left,
+    /// traffic still goes to all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub panic_threshold_percent: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PassiveHealth {
+    /// Connection failures, resets, timeouts or 5xx answers in a row. Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub consecutive_failures: Option<u32>,
+    /// The first ejection lasts this long; each further one in a row lasts one more
+    /// such period, up to `maxEjectionTime`. Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_time: Option<Duration>,
+    /// Default 300s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_time: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ActiveHealth {
+    /// Path of a GET each endpoint answers with 2xx when healthy.
+    #[schemars(length(min = 1, max = 1024), regex(pattern = "^/"))]
+    pub path: String,
+    /// Default 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// Default 2s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Passing probes in a row that bring an endpoint back. Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub healthy_threshold: Option<u32>,
+    /// Failing probes in a row that take an endpoint out. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub unhealthy_threshold: Option<u32>,
 }

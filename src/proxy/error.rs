@@ -18,6 +18,8 @@ pub enum GatewayError {
     TooManyHeaders(usize),
     #[error("backend has no endpoint to send to")]
     NoEndpoints,
+    #[error("backend is at its connection limit and its queue is full")]
+    Overloaded,
     #[error("backend failed: {0}")]
     BackendFailed(String),
     #[error("backend did not answer within {0:?}")]
@@ -41,7 +43,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             GatewayError::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            GatewayError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NoEndpoints | GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BackendFailed(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
@@ -59,6 +61,7 @@ impl GatewayError {
             GatewayError::UriTooLong(_) => "uri_too_long",
             GatewayError::TooManyHeaders(_) => "too_many_headers",
             GatewayError::NoEndpoints => "no_endpoints",
+            GatewayError::Overloaded => "backend_overloaded",
             GatewayError::BackendFailed(_) => "backend_failed",
             GatewayError::Timeout(_) => "timeout",
             GatewayError::Misdirected => "misdirected",

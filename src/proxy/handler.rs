@@ -9,9 +9,10 @@
 //!    and metrics written when the body ends.
 
 use super::{
-    body::{empty, BoxError, Observed, ProxyBody},
+    body::{empty, IdleTimeout, Observed, ProxyBody},
     conn::ConnInfo,
     error::GatewayError,
+    forward,
     framing::Verdict,
     headers::{self, X_REQUEST_ID},
     Proxy,
@@ -26,8 +27,8 @@ use crate::{
     },
     routing::{self, path, ActionKind, RequestView, RuleAction},
 };
-use http::{header, uri, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Limited};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::{borrow::Cow, convert::Infallible, sync::Arc, time::Instant};
 
@@ -246,10 +247,12 @@ async fn route_and_forward(
         ActionKind::Forward(f) => f,
     };
 
+    // Judged on the headers as the client sent them, before any are rewritten.
+    let client = client_address(conn.peer.ip(), req.headers(), &proxy.trusted_proxies);
     if let Some(policy) = &policy {
         let facts = RequestFacts {
             method: &req.method().clone(),
-            client: client_address(conn.peer.ip(), req.headers(), &proxy.trusted_proxies),
+            client,
             route: &action.route,
             query: query.as_deref(),
         };
@@ -310,10 +313,6 @@ async fn route_and_forward(
         None => canonical,
         Some(rw) => rewrite_path(rw, &canonical, matched_prefix.as_deref()),
     };
-    let pick = forward.backends.pick().ok_or(GatewayError::NoEndpoints)?;
-    ex.backend = Some(pick.backend.name.clone());
-    let endpoint = pick.endpoint.ok_or(GatewayError::NoEndpoints)?.clone();
-
     // The upstream request: same method and body, new target and headers.
     let client_upgrade = req.version() == Version::HTTP_11;
     let on_client_upgrade = client_upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -347,31 +346,41 @@ async fn route_and_forward(
     if parts.version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
-    parts.uri = upstream_uri(&endpoint, &new_path, query.as_deref())?;
     parts.version = Version::HTTP_11;
-    let body = Limited::new(body, usize::try_from(body_limit).unwrap_or(usize::MAX))
-        .map_err(BoxError::from)
-        .boxed();
-    let upstream_req = Request::from_parts(parts, body);
-
-    let timeout = action.timeout.unwrap_or(proxy.limits.request_timeout);
-    let sent = tokio::time::timeout(timeout, proxy.client.request(upstream_req)).await;
-    let mut resp = match sent {
-        Err(_) => return Err(GatewayError::Timeout(timeout)),
-        Ok(Err(err)) => return Err(upstream_error(proxy, &pick.backend.name, err, body_limit)),
-        Ok(Ok(resp)) => resp,
+    let path_and_query = match query.as_deref() {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
     };
+    let out = forward::Outgoing {
+        parts,
+        path_and_query,
+        body,
+        body_limit,
+        client,
+        secure: conn.tls.is_some(),
+    };
+    let timeout = action.timeout.unwrap_or(proxy.limits.request_timeout);
+    let deadline = ex.start + timeout;
+    let delivered = forward::send(proxy, forward, &action.route, out, deadline, timeout).await;
+    let forward::Delivered {
+        response: mut resp,
+        backend,
+        session_cookie,
+        guards,
+    } = match delivered {
+        Ok(d) => d,
+        Err((err, backend)) => {
+            ex.backend = backend;
+            return Err(err);
+        }
+    };
+    ex.backend = Some(backend);
 
     // Phase 5: the response.
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let (Some(on_client), Some(_)) = (on_client_upgrade, &upgrade) {
-            return Ok(tunnel(
-                resp,
-                on_client,
-                conn,
-                proxy.limits.idle_timeout,
-                &action,
-            ));
+            let idle = forward.stream_idle.unwrap_or(proxy.limits.idle_timeout);
+            return Ok(tunnel(resp, on_client, conn, idle, &action, guards));
         }
         return Err(GatewayError::BackendFailed(
             "unrequested protocol switch".into(),
@@ -379,7 +388,14 @@ async fn route_and_forward(
     }
     headers::strip_hop_by_hop(resp.headers_mut());
     action.response_headers.apply(resp.headers_mut());
-    Ok(resp.map(|b| b.map_err(BoxError::from).boxed()))
+    if let Some(cookie) = session_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    let resp = forward::hold(resp, guards);
+    Ok(match forward.stream_idle {
+        Some(idle) => resp.map(|b| IdleTimeout::new(b, idle).boxed()),
+        None => resp,
+    })
 }
 
 /// Refuses HTTP/1 messages whose body length is ambiguous, the root of request
@@ -510,58 +526,6 @@ fn rewrite_path(rw: &routing::PathRewrite, path: &str, matched_prefix: Option<&s
         .unwrap_or(rewritten)
 }
 
-fn upstream_uri(
-    endpoint: &uri::Authority,
-    path: &str,
-    query: Option<&str>,
-) -> Result<Uri, GatewayError> {
-    let pq = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    Uri::builder()
-        .scheme(uri::Scheme::HTTP)
-        .authority(endpoint.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| GatewayError::BadRequest("request target cannot be forwarded"))
-}
-
-fn upstream_error(
-    proxy: &Proxy,
-    backend: &str,
-    err: hyper_util::client::legacy::Error,
-    body_limit: u64,
-) -> GatewayError {
-    let chain = || {
-        std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
-            e.source()
-        })
-    };
-    if chain().any(|e| e.is::<http_body_util::LengthLimitError>()) {
-        return GatewayError::BodyTooLarge(body_limit);
-    }
-    // The client's body broke (bad chunked framing, a reset): not the backend's fault.
-    if chain().any(|e| {
-        e.downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_user)
-    }) {
-        return GatewayError::BadRequest("malformed or interrupted request body");
-    }
-    if err.is_connect() {
-        proxy
-            .metrics
-            .upstream_connect_errors
-            .with_label_values(&[backend])
-            .inc();
-    }
-    let mut text = err.to_string();
-    if let Some(cause) = std::error::Error::source(&err) {
-        text = format!("{text}: {cause}");
-    }
-    GatewayError::BackendFailed(text)
-}
-
 fn redirect(
     r: &routing::RedirectAction,
     raw_host: &str,
@@ -614,11 +578,14 @@ fn tunnel(
     conn: &ConnInfo,
     idle_timeout: std::time::Duration,
     action: &RuleAction,
+    guards: forward::Guards,
 ) -> Response<ProxyBody> {
     let on_upstream = hyper::upgrade::on(&mut upstream);
     let activity = conn.activity.clone();
     let route = action.route.clone();
     tokio::spawn(async move {
+        // The tunnel holds its connection slot for as long as it lasts.
+        let _guards = guards;
         let (client, backend) = match tokio::try_join!(on_client, on_upstream) {
             Ok(pair) => pair,
             Err(error) => {

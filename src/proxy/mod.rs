@@ -7,9 +7,11 @@
 mod body;
 mod conn;
 mod error;
+mod forward;
 mod framing;
 mod handler;
 pub mod headers;
+mod probe;
 
 pub use body::{full, ProxyBody};
 pub use error::GatewayError;
@@ -108,3 +110,4 @@ impl Proxy {
 }
 
 pub use conn::{serve, serve_tls, Shutdown};
+pub use probe::run_probes;
