@@ -368,14 +368,12 @@ fn compile_route(
             let Some(action) = &action else {
                 continue;
             };
-            if matches!(
+            let prefix_rewrite = matches!(
                 &action.kind,
-                routing::ActionKind::Forward(routing::Forward {
-                    rewrite_path: Some(routing::PathRewrite::Prefix(_)),
-                    ..
-                })
-            ) && !matches!(spec.path, PathCond::Prefix(_))
-            {
+                routing::ActionKind::Forward(f)
+                    if matches!(f.rewrite_path, Some(routing::PathRewrite::Prefix(_)))
+            );
+            if prefix_rewrite && !matches!(spec.path, PathCond::Prefix(_)) {
                 check.invalid(
                     format!("spec.rules[{ri}].filters.urlRewrite.path.replacePrefixMatch"),
                     format!("needs a PathPrefix match, and {field}.path is not one"),
@@ -737,7 +735,7 @@ fn compile_action(
         let rewrite_path = rewrite
             .and_then(|r| r.path.as_ref())
             .and_then(|p| compile_path_rewrite(p, &format!("{rewrite_field}.path"), check));
-        Some(routing::ActionKind::Forward(routing::Forward {
+        Some(routing::ActionKind::Forward(Box::new(routing::Forward {
             backends: upstream::BackendSet::new(backends),
             balancer,
             retry,
@@ -745,7 +743,7 @@ fn compile_action(
             stream_idle: rule.timeouts.stream_idle.map(|d| d.0),
             rewrite_host,
             rewrite_path,
-        }))
+        })))
     };
 
     if rule.max_request_body_bytes == Some(0) {
@@ -906,8 +904,8 @@ fn compile_backend(
 ) -> Option<upstream::Backend> {
     let weight = b.weight.unwrap_or(1);
     let (name, backend_key, addresses): (String, Arc<str>, Vec<http::uri::Authority>) =
-        match (&b.address, &b.service) {
-            (Some(addr), None) => match parse_address(addr) {
+        match (&b.address, b.addresses.as_slice(), &b.service) {
+            (Some(addr), [], None) => match parse_address(addr) {
                 Some(authority) => (addr.clone(), addr.as_str().into(), vec![authority]),
                 None => {
                     check.invalid(
@@ -919,7 +917,28 @@ fn compile_backend(
                     return None;
                 }
             },
-            (None, Some(svc)) => {
+            (None, list @ [_, ..], None) => {
+                let mut parsed = Vec::with_capacity(list.len());
+                for (i, addr) in list.iter().enumerate() {
+                    match parse_address(addr) {
+                        Some(a) if !parsed.contains(&a) => parsed.push(a),
+                        Some(_) => check.invalid(
+                            format!("{field}.addresses[{i}]"),
+                            format!("{addr:?} is listed twice"),
+                        ),
+                        None => check.invalid(
+                            format!("{field}.addresses[{i}]"),
+                            format!("{addr:?} is not host:port (for example 10.0.0.5:8080)"),
+                        ),
+                    }
+                }
+                if parsed.len() != list.len() {
+                    return None;
+                }
+                let name = list.join(",");
+                (name.clone(), name.into(), parsed)
+            }
+            (None, [], Some(svc)) => {
                 let name = match &svc.port {
                     config::PortRef::Number(n) => format!("{}:{n}", svc.name),
                     config::PortRef::Name(n) => format!("{}:{n}", svc.name),
@@ -954,7 +973,7 @@ fn compile_backend(
                 (name, backend_key, endpoints)
             }
             _ => {
-                check.invalid(field, "set exactly one of address and service");
+                check.invalid(field, "set exactly one of address, addresses and service");
                 return None;
             }
         };

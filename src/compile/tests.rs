@@ -336,7 +336,7 @@ fn one_bad_route_is_rejected_alone_with_field_paths() {
         ("rules: [{matches: []}]", "spec.rules[0].backends", "at least one backend"),
         ("rules: [{backends: [{address: 'nope'}]}]", "spec.rules[0].backends[0].address", "host:port"),
         ("rules: [{backends: [{address: 'http://a:80/'}]}]", "spec.rules[0].backends[0].address", "host:port"),
-        ("rules: [{backends: [{}]}]", "spec.rules[0].backends[0]", "exactly one of address and service"),
+        ("rules: [{backends: [{}]}]", "spec.rules[0].backends[0]", "exactly one of address, addresses and service"),
         ("rules: [{filters: {redirect: {statusCode: 200}}}]", "spec.rules[0].filters.redirect.statusCode", "301, 302"),
         ("rules: [{filters: {redirect: {scheme: ftp}}}]", "spec.rules[0].filters.redirect.scheme", "http or https"),
         (&format!("rules: [{{filters: {{redirect: {{}}}}, {B}}}]"), "spec.rules[0].backends", "no backends"),

@@ -289,13 +289,17 @@ pub struct Redirect {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.address) != has(self.service)",
-    "message": "set exactly one of address and service"
+    "rule": "[has(self.address), has(self.addresses) && size(self.addresses) > 0, has(self.service)].filter(x, x).size() == 1",
+    "message": "set exactly one of address, addresses and service"
 }]))]
 pub struct Backend {
     /// `host:port` of a fixed upstream, for configurations without a cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Several `host:port` of one fixed upstream, balanced as a Service's endpoints are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub addresses: Vec<String>,
     /// A Service in the Route's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceRef>,

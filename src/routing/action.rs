@@ -34,7 +34,7 @@ pub struct RouteHttps {
 
 #[derive(Debug)]
 pub enum ActionKind {
-    Forward(Forward),
+    Forward(Box<Forward>),
     Redirect(RedirectAction),
 }
 

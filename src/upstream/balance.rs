@@ -264,49 +264,60 @@ impl Backend {
         }
         let now = now_ms();
         let health = self.health_counts(now);
-        if !health && hints.tried.is_empty() {
-            return self.choose_among(kind, hints.hash, None);
+        let retrying = !hints.tried.is_empty();
+        if !health && !retrying {
+            return self.choose_among(kind, hints.hash, None, false);
         }
         let healthy = |e: &Arc<Endpoint>| !health || e.health.available(now);
         let fresh = |e: &Arc<Endpoint>| healthy(e) && !tried(hints.tried, e);
-        if !hints.tried.is_empty() {
-            if let Some(e) = self.choose_among(kind, hints.hash, Some(&fresh)) {
+        if retrying {
+            if let Some(e) = self.choose_among(kind, hints.hash, Some(&fresh), true) {
                 return Some(e);
             }
         }
-        self.choose_among(kind, hints.hash, Some(&healthy))
-            .or_else(|| self.choose_among(kind, hints.hash, None))
+        self.choose_among(kind, hints.hash, Some(&healthy), retrying)
+            .or_else(|| self.choose_among(kind, hints.hash, None, retrying))
     }
 
-    /// Chooses among the endpoints `ok` accepts; all of them when it is `None`.
+    /// Chooses among the endpoints `ok` accepts; all of them when it is `None`. A retry
+    /// takes a random turn rather than the next one: were it to take a turn, a failing
+    /// endpoint would get the first try of every request.
     fn choose_among(
         &self,
         kind: Kind,
         hash: Option<u64>,
-        ok: Option<&dyn Fn(&Arc<Endpoint>) -> bool>,
+        ok: Option<Filter<'_>>,
+        retrying: bool,
     ) -> Option<&Arc<Endpoint>> {
         let accept = |e: &Arc<Endpoint>| ok.is_none_or(|f| f(e));
         match (kind, hash, &self.ring) {
-            (Kind::ConsistentHash, Some(h), Some(ring)) => {
-                ring.lookup(h, &self.endpoints, accept)
-            }
+            (Kind::ConsistentHash, Some(h), Some(ring)) => ring.lookup(h, &self.endpoints, accept),
             (Kind::LeastRequest, ..) => {
-                let a = self.nth(fastrand::usize(..), ok)?;
-                let b = self.nth(fastrand::usize(..), ok)?;
+                // Two different endpoints, so the busier one never wins a draw alone.
+                let count = match ok {
+                    None => self.endpoints.len(),
+                    Some(f) => self.endpoints.iter().filter(|e| f(e)).count(),
+                };
+                if count == 0 {
+                    return None;
+                }
+                let i = fastrand::usize(..count);
+                let a = self.nth(i, ok)?;
+                if count == 1 {
+                    return Some(a);
+                }
+                let b = self.nth(i + 1 + fastrand::usize(..count - 1), ok)?;
                 let load = |e: &Arc<Endpoint>| e.in_flight.load(Ordering::Relaxed);
                 Some(if load(b) < load(a) { b } else { a })
             }
+            _ if retrying => self.nth(fastrand::usize(..), ok),
             _ => self.nth(self.next.fetch_add(1, Ordering::Relaxed), ok),
         }
     }
 
     /// The `turn`-th acceptable endpoint, counting round and round, so that skipping one
     /// spreads its share over all the others rather than handing it to its neighbour.
-    fn nth(
-        &self,
-        turn: usize,
-        ok: Option<&dyn Fn(&Arc<Endpoint>) -> bool>,
-    ) -> Option<&Arc<Endpoint>> {
+    fn nth(&self, turn: usize, ok: Option<Filter<'_>>) -> Option<&Arc<Endpoint>> {
         let Some(ok) = ok else {
             return Some(&self.endpoints[turn % self.endpoints.len()]);
         };
@@ -317,6 +328,9 @@ impl Backend {
         self.endpoints.iter().filter(|e| ok(e)).nth(turn % count)
     }
 }
+
+/// Which endpoints a choice may take; every one when absent.
+type Filter<'f> = &'f dyn Fn(&Arc<Endpoint>) -> bool;
 
 /// A hash ring: each endpoint owns the arcs ending at its points. Points depend only on
 /// the endpoint's address, so an endpoint that comes or goes moves only the keys of its

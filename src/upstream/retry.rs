@@ -87,9 +87,9 @@ pub struct RetryBudget {
 /// Retries saved up while traffic is light, so that a burst after a quiet spell can
 /// still retry, but only so much.
 const BUDGET_CAP: i64 = 100_000;
-/// A few retries a second are always allowed, so a rule with little traffic can retry
-/// at all.
-const FLOOR_PER_SECOND: i64 = 3_000;
+/// Ten retries a second are always allowed, so a rule with little traffic can retry at
+/// all.
+const FLOOR_PER_SECOND: i64 = 10_000;
 
 impl RetryBudget {
     pub fn new(percent: u32) -> Self {

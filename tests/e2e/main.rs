@@ -315,7 +315,7 @@ async fn a_policy_protects_its_route_and_reports_conflicts() {
 async fn the_api_server_refuses_obviously_wrong_routes() {
     let ns = Namespace::new("e2e-schema");
     let cases = [
-        ("  rules:\n  - backends: [{address: 'a:1', service: {name: s, port: 80}}]\n", "exactly one of address and service"),
+        ("  rules:\n  - backends: [{address: 'a:1', service: {name: s, port: 80}}]\n", "exactly one of address, addresses and service"),
         ("  rules:\n  - filters: {redirect: {statusCode: 200}}\n", "statusCode"),
         ("  hosts: ['bad host']\n  rules:\n  - backends: [{address: 'a:1'}]\n", "spec.hosts[0]"),
         ("  rules: []\n", "spec.rules"),

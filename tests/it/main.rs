@@ -16,3 +16,4 @@ mod ratelimit_redis;
 mod routing;
 mod streaming;
 mod tls;
+mod upstream;

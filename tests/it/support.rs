@@ -152,6 +152,14 @@ impl Answer {
             .unwrap_or("")
     }
 
+    /// The `error` code of a gateway's JSON answer, or the status when there is none.
+    pub fn json_or_code(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| self.status.to_string())
+    }
+
     /// The echo backend's view of one request header, first value.
     pub fn echoed_header(&self, name: &str) -> Option<String> {
         self.json()["headers"][name][0].as_str().map(str::to_string)
