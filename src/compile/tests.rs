@@ -344,6 +344,16 @@ fn one_bad_route_is_rejected_alone_with_field_paths() {
         (&format!("rules: [{{matches: [{{path: {{type: Exact, value: /a}}}}], filters: {{urlRewrite: {{path: {{replacePrefixMatch: /b}}}}}}, {B}}}]"), "spec.rules[0].filters.urlRewrite.path.replacePrefixMatch", "PathPrefix"),
         (&format!("rules: [{{filters: {{requestHeaders: {{set: [{{name: x, value: \"a\\nb\"}}]}}}}, {B}}}]"), "spec.rules[0].filters.requestHeaders.set[0].value", "not a valid header value"),
         (&format!("rules: [{{maxRequestBodyBytes: 0, {B}}}]"), "spec.rules[0].maxRequestBodyBytes", "greater than 0"),
+        (&format!("rules: [{{loadBalancer: {{type: ConsistentHash}}, {B}}}]"), "spec.rules[0].loadBalancer.hashOn", "needs hashOn"),
+        (&format!("rules: [{{loadBalancer: {{hashOn: {{header: x}}}}, {B}}}]"), "spec.rules[0].loadBalancer.hashOn", "only for type ConsistentHash"),
+        (&format!("rules: [{{loadBalancer: {{type: ConsistentHash, hashOn: {{header: x, cookie: y}}}}, {B}}}]"), "spec.rules[0].loadBalancer.hashOn", "exactly one of header"),
+        (&format!("rules: [{{loadBalancer: {{type: ConsistentHash, hashOn: {{header: 'a b'}}}}, {B}}}]"), "spec.rules[0].loadBalancer.hashOn.header", "not a valid header name"),
+        (&format!("rules: [{{loadBalancer: {{sessionCookie: {{name: 'a;b'}}}}, {B}}}]"), "spec.rules[0].loadBalancer.sessionCookie.name", "letters, digits"),
+        ("rules: [{backends: [{address: 'a:1', maxPendingRequests: 5}]}]", "spec.rules[0].backends[0].maxPendingRequests", "needs maxConnections"),
+        ("rules: [{backends: [{addresses: ['a:1', 'a:1']}]}]", "spec.rules[0].backends[0].addresses[1]", "listed twice"),
+        ("rules: [{backends: [{addresses: ['a:1', 'b']}]}]", "spec.rules[0].backends[0].addresses[1]", "host:port"),
+        ("rules: [{backends: [{address: 'a:1', healthCheck: {active: {path: 'x'}}}]}]", "spec.rules[0].backends[0].healthCheck.active.path", "absolute path"),
+        ("rules: [{backends: [{address: 'a:1', healthCheck: {active: {path: /h, interval: 10ms}}}]}]", "spec.rules[0].backends[0].healthCheck.active.interval", "at least 100ms"),
     ];
     for (yaml, field, text) in cases {
         let bad = mk_route("ns", "bad", None, yaml);
@@ -499,4 +509,43 @@ fn compile_is_deterministic() {
         a.routes.keys().collect::<Vec<_>>(),
         b.routes.keys().collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn upstream_state_outlives_a_recompile() {
+    let yaml = "rules: [{backends: [{addresses: ['10.0.0.1:80', '10.0.0.2:80'], maxConnections: 4, \
+                healthCheck: {active: {path: /healthz}}}], retry: {attempts: 2}}]";
+    let route = mk_route("ns", "r", None, yaml);
+    let first = compile(&mk_resources(vec![route.clone()]), None);
+    let other = mk_route("ns", "other", None, &format!("{{hosts: [x.example], rules: [{{{B}}}]}}"));
+    let second = compile(&mk_resources(vec![route, other]), Some(&first));
+    let forward = |snap: &Snapshot| {
+        let req = http::Request::get("/").body(()).unwrap();
+        let view = crate::routing::RequestView {
+            host: "any",
+            path: "/",
+            method: req.method(),
+            headers: req.headers(),
+            query: None,
+        };
+        let found = snap.router.lookup(&view).unwrap();
+        match &found.action.kind {
+            routing::ActionKind::Forward(f) => {
+                let b = &f.backends.backends()[0];
+                (
+                    b.endpoints.clone(),
+                    b.limiter.clone().unwrap(),
+                    f.retry.as_ref().unwrap().budget.clone(),
+                )
+            }
+            _ => unreachable!(),
+        }
+    };
+    let (eps1, lim1, budget1) = forward(&first);
+    let (eps2, lim2, budget2) = forward(&second);
+    assert!(eps1.iter().zip(&eps2).all(|(a, b)| Arc::ptr_eq(a, b)));
+    assert!(Arc::ptr_eq(&lim1, &lim2));
+    assert!(Arc::ptr_eq(&budget1, &budget2));
+    // Each endpoint is probed once.
+    assert_eq!(second.upstreams.probes.len(), 2);
 }
