@@ -135,12 +135,7 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
 
     for route in &resources.routes {
         let mut route_problems = Vec::new();
-        let compiled = compile_route(
-            route,
-            &resources.services,
-            &mut route_problems,
-            &mut regexes,
-        );
+        let compiled = compile_route(route, resources, &mut route_problems, &mut regexes);
         let rejected = route_problems.iter().any(Problem::rejects);
         problems.append(&mut route_problems);
         match compiled {
@@ -149,7 +144,7 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
                 // Fall back to the last good version, compiled against today's Services.
                 let key = route.meta.key();
                 if let Some(old) = previous.and_then(|p| p.routes.get(&key)) {
-                    let c = compile_route(old, &resources.services, &mut Vec::new(), &mut regexes);
+                    let c = compile_route(old, resources, &mut Vec::new(), &mut regexes);
                     if let Some(c) = c {
                         candidates.push((old.clone(), c));
                     }
@@ -304,7 +299,7 @@ impl Check<'_, '_> {
 
 fn compile_route(
     route: &Resource<RouteSpec>,
-    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    resources: &Resources,
     problems: &mut Vec<Problem>,
     regexes: &mut Regexes<'_>,
 ) -> Option<CompiledRoute> {
@@ -339,7 +334,7 @@ fn compile_route(
         let field = format!("spec.rules[{ri}]");
         // A rule whose action is invalid still has its matches checked, so that one run
         // reports every problem.
-        let action = compile_action(&label, &key, ri, rule, services, &field, &mut check);
+        let action = compile_action(&label, &key, ri, rule, resources, &field, &mut check);
         let action = action.map(|mut a| {
             a.https.clone_from(&https);
             Arc::new(a)
@@ -657,7 +652,7 @@ fn compile_action(
     key: &ObjectKey,
     ri: usize,
     rule: &config::RouteRule,
-    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    resources: &Resources,
     field: &str,
     check: &mut Check<'_, '_>,
 ) -> Option<routing::RuleAction> {
@@ -701,7 +696,7 @@ fn compile_action(
             .iter()
             .enumerate()
             .filter_map(|(bi, b)| {
-                compile_backend(b, key, services, &format!("{field}.backends[{bi}]"), check)
+                compile_backend(b, key, resources, &format!("{field}.backends[{bi}]"), check)
             })
             .collect();
         let rewrite = filters.url_rewrite.as_ref();
@@ -872,18 +867,21 @@ fn compile_redirect(
 fn compile_backend(
     b: &config::Backend,
     key: &ObjectKey,
-    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    resources: &Resources,
     field: &str,
     check: &mut Check<'_, '_>,
 ) -> Option<routing::Backend> {
     let weight = b.weight.unwrap_or(1);
     match (&b.address, &b.service) {
         (Some(addr), None) => match parse_address(addr) {
-            Some(authority) => Some(routing::Backend::new(
-                addr.as_str(),
-                weight,
-                vec![authority],
-            )),
+            Some(authority) => {
+                let transport =
+                    upstream::for_address(b, key, &authority, resources, field, check)?;
+                Some(
+                    routing::Backend::new(addr.as_str(), weight, vec![authority])
+                        .with_transport(transport),
+                )
+            }
             None => {
                 check.invalid(
                     format!("{field}.address"),
@@ -901,20 +899,23 @@ fn compile_backend(
                 namespace: key.namespace.clone(),
                 name: svc.name.clone(),
             };
-            let port = services.get(&svc_key).and_then(|s| {
+            let port = resources.services.get(&svc_key).and_then(|s| {
                 s.ports.iter().find(|p| match &svc.port {
                     config::PortRef::Number(n) => p.port == *n,
                     config::PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
                 })
             });
-            let endpoints = match port {
-                Some(p) => p
+            let (transport, mesh) =
+                upstream::for_service(b, svc, key, port, resources, field, check)?;
+            let endpoints = match (port, mesh) {
+                (_, Some(mesh)) => vec![mesh.authority],
+                (Some(p), None) => p
                     .endpoints
                     .iter()
                     .filter_map(|a| a.to_string().parse().ok())
                     .collect(),
-                None => {
-                    let what = if services.contains_key(&svc_key) {
+                (None, None) => {
+                    let what = if resources.services.contains_key(&svc_key) {
                         format!("Service {svc_key} has no port {name}")
                     } else {
                         format!("Service {svc_key} not found")
@@ -923,7 +924,7 @@ fn compile_backend(
                     Vec::new()
                 }
             };
-            Some(routing::Backend::new(name, weight, endpoints))
+            Some(routing::Backend::new(name, weight, endpoints).with_transport(transport))
         }
         _ => {
             check.invalid(field, "set exactly one of address and service");
@@ -938,6 +939,8 @@ fn parse_address(addr: &str) -> Option<http::uri::Authority> {
     let port = authority.port_u16()?;
     (port != 0 && !authority.host().is_empty() && !addr.contains('@')).then_some(authority)
 }
+
+mod upstream;
 
 #[cfg(test)]
 mod tests;

@@ -467,6 +467,7 @@ fn unresolved_services_are_served_with_503_and_reported() {
             ports: vec![config::ServicePort {
                 name: Some("http".into()),
                 port: 80,
+                app_protocol: None,
                 endpoints: vec![
                     "10.0.0.1:8080".parse().unwrap(),
                     "10.0.0.2:8080".parse().unwrap(),

@@ -13,7 +13,10 @@ use super::{
     conn::ConnInfo,
     error::GatewayError,
     framing::Verdict,
+    grpc,
     headers::{self, X_REQUEST_ID},
+    trace,
+    transport::SendError,
     Proxy,
 };
 use crate::{
@@ -38,6 +41,8 @@ struct Exchange {
     host: String,
     path: String,
     request_id: HeaderValue,
+    /// The trace id the request went upstream with.
+    trace_id: Option<String>,
     route: Option<Arc<str>>,
     backend: Option<Arc<str>>,
     /// `Strict-Transport-Security` for the answer, once the rule is known.
@@ -54,12 +59,14 @@ pub(super) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let request_id = headers::request_id(req.headers());
+    let grpc = grpc::is_grpc(req.headers());
     let mut ex = Exchange {
         start: Instant::now(),
         method: req.method().clone(),
         host: String::new(),
         path: String::new(),
         request_id: request_id.clone(),
+        trace_id: None,
         route: None,
         backend: None,
         hsts: None,
@@ -72,7 +79,11 @@ pub(super) async fn handle(
             if let GatewayError::BackendFailed(_) = &err {
                 tracing::debug!(request_id = ?ex.request_id, error = %err, "backend failed");
             }
-            err.into_response(&request_id)
+            if grpc {
+                grpc::error_response(err, &request_id)
+            } else {
+                err.into_response(&request_id)
+            }
         }
     };
     resp.headers_mut().insert(X_REQUEST_ID, request_id);
@@ -125,6 +136,7 @@ fn observe(proxy: &Arc<Proxy>, resp: Response<ProxyBody>, ex: Exchange) -> Respo
                     bytes,
                     complete,
                     request_id = ex.request_id.to_str().unwrap_or("-"),
+                    trace_id = ex.trace_id.as_deref().unwrap_or("-"),
                 );
             }
         };
@@ -318,18 +330,24 @@ async fn route_and_forward(
     let client_upgrade = req.version() == Version::HTTP_11;
     let on_client_upgrade = client_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let trailers = headers::accepts_trailers(&parts.headers);
     // h2c is refused: after its 101 the client would speak HTTP/2 to the backend
     // directly, past every rule of this gateway.
     let upgrade = headers::strip_hop_by_hop(&mut parts.headers)
         .filter(|_| client_upgrade)
         .filter(|proto| !proto.as_bytes().eq_ignore_ascii_case(b"h2c"));
+    if trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers::strip_spoofable(&mut parts.headers);
     let proto = if conn.tls.is_some() { "https" } else { "http" };
     headers::set_forwarded(&mut parts.headers, conn.peer.ip(), proto, &raw_host);
     if let Some(cert) = conn.tls.as_ref().and_then(|t| t.client_cert.clone()) {
         parts.headers.insert(headers::X_FORWARDED_CLIENT_CERT, cert);
     }
-    headers::ensure_traceparent(&mut parts.headers, &ex.request_id);
+    ex.trace_id = Some(trace::propagate(&mut parts.headers, &ex.request_id));
     parts.headers.insert(X_REQUEST_ID, ex.request_id.clone());
     let upstream_host = match &forward.rewrite_host {
         Some(h) => h.clone(),
@@ -348,17 +366,21 @@ async fn route_and_forward(
         join_cookies(&mut parts.headers);
     }
     parts.uri = upstream_uri(&endpoint, &new_path, query.as_deref())?;
-    parts.version = Version::HTTP_11;
     let body = Limited::new(body, usize::try_from(body_limit).unwrap_or(usize::MAX))
         .map_err(BoxError::from)
         .boxed();
     let upstream_req = Request::from_parts(parts, body);
 
     let timeout = action.timeout.unwrap_or(proxy.limits.request_timeout);
-    let sent = tokio::time::timeout(timeout, proxy.client.request(upstream_req)).await;
+    let timeout = grpc::deadline(upstream_req.headers(), timeout);
+    let transport = &pick.backend.transport;
+    let sent = tokio::time::timeout(timeout, proxy.transports.send(transport, upstream_req)).await;
     let mut resp = match sent {
         Err(_) => return Err(GatewayError::Timeout(timeout)),
-        Ok(Err(err)) => return Err(upstream_error(proxy, &pick.backend.name, err, body_limit)),
+        Ok(Err(SendError::Refused(why))) => return Err(GatewayError::BackendFailed(why)),
+        Ok(Err(SendError::Failed(err))) => {
+            return Err(upstream_error(proxy, &pick.backend.name, err, body_limit))
+        }
         Ok(Ok(resp)) => resp,
     };
 

@@ -86,6 +86,8 @@ pub struct Backend {
     pub name: Arc<str>,
     pub weight: u32,
     pub endpoints: Vec<http::uri::Authority>,
+    /// How requests reach the endpoints.
+    pub transport: super::Transport,
     next: AtomicUsize,
 }
 
@@ -172,8 +174,14 @@ impl Backend {
             name: name.into(),
             weight,
             endpoints,
+            transport: super::Transport::default(),
             next: AtomicUsize::new(0),
         }
+    }
+
+    pub fn with_transport(mut self, transport: super::Transport) -> Self {
+        self.transport = transport;
+        self
     }
 
     fn next_endpoint(&self) -> Option<&http::uri::Authority> {

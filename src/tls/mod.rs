@@ -9,12 +9,14 @@
 //! replacing one ends what the old one verified.
 
 mod load;
+mod upstream;
 
 use crate::{
     compile::{Problem, Reason},
     config::{ClientCertificateMode, ObjectKey, Resource, Resources, RouteSpec},
 };
 pub use load::{Certificate, ClientCa};
+pub use upstream::{UpstreamTls, UpstreamTlsError};
 use rustls::ServerConfig;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},

@@ -16,3 +16,6 @@ mod ratelimit_redis;
 mod routing;
 mod streaming;
 mod tls;
+mod upstream_grpc;
+mod upstream_h2c;
+mod upstream_tls;
