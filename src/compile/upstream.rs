@@ -80,7 +80,8 @@ pub(super) fn for_service(
         (config::PortRef::Name(_), None) => return Some((transport, None)),
     };
     let text = format!("{dns_name}:{number}");
-    let (Ok(authority), Ok(host)) = (text.parse::<Authority>(), HeaderValue::from_str(&text)) else {
+    let (Ok(authority), Ok(host)) = (text.parse::<Authority>(), HeaderValue::from_str(&text))
+    else {
         check.invalid(
             format!("{field}.service.name"),
             format!("{text:?} is not a DNS name"),
@@ -267,18 +268,27 @@ mod tests {
     #[test]
     fn app_protocol_h2c_selects_http2_unless_the_backend_says() {
         let mut resources = mk_resources("{service: {name: users, port: grpc}}");
-        mk_service(&mut resources, mk_port("grpc", 9090, Some("kubernetes.io/h2c")));
+        mk_service(
+            &mut resources,
+            mk_port("grpc", 9090, Some("kubernetes.io/h2c")),
+        );
         let snap = compile(&resources, None);
         let b = backend_of(&snap);
         assert_eq!(b.transport.protocol, Protocol::H2c);
         assert_eq!(endpoints(b), ["10.0.0.1:8080"]);
 
         let mut resources = mk_resources("{service: {name: users, port: grpc}, protocol: HTTP1}");
-        mk_service(&mut resources, mk_port("grpc", 9090, Some("kubernetes.io/h2c")));
+        mk_service(
+            &mut resources,
+            mk_port("grpc", 9090, Some("kubernetes.io/h2c")),
+        );
         let snap = compile(&resources, None);
         assert_eq!(backend_of(&snap).transport.protocol, Protocol::Http1);
 
-        let snap = compile(&mk_resources("{address: '10.0.0.1:80', protocol: H2C}"), None);
+        let snap = compile(
+            &mk_resources("{address: '10.0.0.1:80', protocol: H2C}"),
+            None,
+        );
         assert_eq!(backend_of(&snap).transport.protocol, Protocol::H2c);
     }
 
@@ -315,7 +325,8 @@ mod tests {
 
     #[test]
     fn bad_tls_references_are_reported_and_never_fall_back_to_plain_text() {
-        let backend = "{address: '10.0.0.1:443', tls: {caRef: {name: ca}, clientCertificateRef: {name: me}}}";
+        let backend =
+            "{address: '10.0.0.1:443', tls: {caRef: {name: ca}, clientCertificateRef: {name: me}}}";
         let snap = compile(&mk_resources(backend), None);
         assert_eq!(snap.problems.len(), 1, "{:?}", snap.problems);
         let p = &snap.problems[0];
@@ -342,7 +353,11 @@ mod tests {
         let snap = compile(&resources, None);
         let p = &snap.problems[0];
         assert_eq!(p.field, "spec.rules[0].backends[0].tls.caRef");
-        assert!(p.message.starts_with("secrets folder ca: ca.crt"), "{}", p.message);
+        assert!(
+            p.message.starts_with("secrets folder ca: ca.crt"),
+            "{}",
+            p.message
+        );
         assert!(backend_of(&snap).transport.unusable.is_some());
     }
 }

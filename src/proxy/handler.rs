@@ -336,7 +336,7 @@ async fn route_and_forward(
     let upgrade = headers::strip_hop_by_hop(&mut parts.headers)
         .filter(|_| client_upgrade)
         .filter(|proto| !proto.as_bytes().eq_ignore_ascii_case(b"h2c"));
-    if trailers {
+    if trailers && pick.backend.transport.may_use_http2() {
         parts
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));

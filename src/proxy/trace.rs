@@ -41,7 +41,9 @@ pub fn propagate(headers: &mut HeaderMap, request_id: &HeaderValue) -> String {
     let multi = read_b3(headers, &B3_MULTI, multi_b3);
     let b3 = single.or(multi);
 
-    if let Some(trace_id) = headers.get(&TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes()))
+    if let Some(trace_id) = headers
+        .get(&TRACEPARENT)
+        .and_then(|v| parse_traceparent(v.as_bytes()))
     {
         return trace_id.to_string();
     }
@@ -76,7 +78,9 @@ pub fn incoming_trace_id(headers: &HeaderMap) -> Option<String> {
         return Some(id.to_string());
     }
     let valid = |names: &[HeaderName], parse: B3Parser| {
-        (!repeated(headers, names)).then(|| parse(headers)).flatten()
+        (!repeated(headers, names))
+            .then(|| parse(headers))
+            .flatten()
     };
     valid(&[B3], single_b3)
         .or_else(|| valid(&B3_MULTI, multi_b3))
@@ -243,7 +247,10 @@ mod tests {
     #[test]
     fn valid_traceparent_passes_through_with_tracestate() {
         let mut h = mk_headers(&[("traceparent", TP), ("tracestate", "v=1")]);
-        assert_eq!(propagate(&mut h, &rid()), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            propagate(&mut h, &rid()),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(h["traceparent"], TP);
         assert_eq!(h["tracestate"], "v=1");
     }
@@ -260,7 +267,10 @@ mod tests {
         let id: HeaderValue = "4bf92f3577b34da6a3ce929d0e0e4736".parse().unwrap();
         assert_eq!(propagate(&mut h, &id), "4bf92f3577b34da6a3ce929d0e0e4736");
         let new = h["traceparent"].to_str().unwrap();
-        assert!(new.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{new}");
+        assert!(
+            new.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{new}"
+        );
         assert!(new.ends_with("-01"), "{new}");
         assert!(parse_traceparent(new.as_bytes()).is_some());
         assert!(h.get("tracestate").is_none());
@@ -274,7 +284,10 @@ mod tests {
             ("x-b3-parentspanid", "0020000000000001"),
             ("x-b3-sampled", "1"),
         ]);
-        assert_eq!(propagate(&mut h, &rid()), "463ac35c9f6413ad48485a3953bb6124");
+        assert_eq!(
+            propagate(&mut h, &rid()),
+            "463ac35c9f6413ad48485a3953bb6124"
+        );
         assert_eq!(
             h["traceparent"],
             "00-463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312-01"
@@ -292,7 +305,10 @@ mod tests {
             ("x-b3-spanid", "00f067aa0ba902b7"),
             ("x-b3-sampled", "0"),
         ]);
-        assert_eq!(propagate(&mut h, &rid()), "0000000000000000a3ce929d0e0e4736");
+        assert_eq!(
+            propagate(&mut h, &rid()),
+            "0000000000000000a3ce929d0e0e4736"
+        );
         assert_eq!(
             h["traceparent"],
             "00-0000000000000000a3ce929d0e0e4736-00f067aa0ba902b7-00"
@@ -318,7 +334,10 @@ mod tests {
     fn single_b3_derives_traceparent_and_stays() {
         let single = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0-05e3ac9a4f6e3b90";
         let mut h = mk_headers(&[("b3", single)]);
-        assert_eq!(propagate(&mut h, &rid()), "80f198ee56343ba864fe8b2a57d3eff7");
+        assert_eq!(
+            propagate(&mut h, &rid()),
+            "80f198ee56343ba864fe8b2a57d3eff7"
+        );
         assert_eq!(
             h["traceparent"],
             "00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-00"
@@ -340,14 +359,23 @@ mod tests {
             ("x-b3-traceid", "a3ce929d0e0e4736"),
             ("x-b3-spanid", "00f067aa0ba902b7"),
         ]);
-        assert_eq!(propagate(&mut h, &rid()), "80f198ee56343ba864fe8b2a57d3eff7");
+        assert_eq!(
+            propagate(&mut h, &rid()),
+            "80f198ee56343ba864fe8b2a57d3eff7"
+        );
         assert_eq!(h["x-b3-traceid"], "a3ce929d0e0e4736");
     }
 
     #[test]
     fn traceparent_wins_and_b3_stays_as_sent() {
-        let mut h = mk_headers(&[("traceparent", TP), ("b3", "a3ce929d0e0e4736-00f067aa0ba902b7")]);
-        assert_eq!(propagate(&mut h, &rid()), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let mut h = mk_headers(&[
+            ("traceparent", TP),
+            ("b3", "a3ce929d0e0e4736-00f067aa0ba902b7"),
+        ]);
+        assert_eq!(
+            propagate(&mut h, &rid()),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(h["traceparent"], TP);
         assert_eq!(h["b3"], "a3ce929d0e0e4736-00f067aa0ba902b7");
     }

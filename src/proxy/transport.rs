@@ -187,7 +187,9 @@ impl Transports {
                 let mut roots = RootCertStore::empty();
                 let (added, _) = roots.add_parsable_certificates(loaded.certs);
                 if added == 0 {
-                    tracing::warn!("no system CA certificate found; TLS backends without caRef will fail");
+                    tracing::warn!(
+                        "no system CA certificate found; TLS backends without caRef will fail"
+                    );
                 }
                 Arc::new(roots)
             })
@@ -264,7 +266,10 @@ mod tests {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(seen["headers"]["host"], serde_json::json!([name]));
-        assert_eq!(seen["headers"]["l5d-dst-override"], serde_json::json!([name]));
+        assert_eq!(
+            seen["headers"]["l5d-dst-override"],
+            serde_json::json!([name])
+        );
     }
 
     #[tokio::test]

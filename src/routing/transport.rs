@@ -27,3 +27,13 @@ pub enum Protocol {
     /// HTTP/2 with prior knowledge.
     H2c,
 }
+
+// === impl Transport ===
+
+impl Transport {
+    /// True when requests may travel over HTTP/2, where `TE: trailers` is the one `TE`
+    /// allowed and gRPC needs it.
+    pub fn may_use_http2(&self) -> bool {
+        self.protocol == Protocol::H2c || self.tls.is_some()
+    }
+}

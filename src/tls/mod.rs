@@ -16,13 +16,13 @@ use crate::{
     config::{ClientCertificateMode, ObjectKey, Resource, Resources, RouteSpec},
 };
 pub use load::{Certificate, ClientCa};
-pub use upstream::{UpstreamTls, UpstreamTlsError};
 use rustls::ServerConfig;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     hash::{Hash, Hasher},
     sync::Arc,
 };
+pub use upstream::{UpstreamTls, UpstreamTlsError};
 
 /// Which certificate and client check each host gets. Never changed once built.
 #[derive(Debug, Default)]

@@ -1,5 +1,7 @@
 //! Integration tests: the gateway in front of real backends, over real sockets.
 
+#[path = "../common/pki.rs"]
+mod pki;
 mod redis_server;
 mod support;
 

@@ -132,8 +132,11 @@ async fn gateway_refusals_are_grpc_statuses() {
         Limits::default(),
         |dir| {
             std::fs::create_dir(dir.join("keys")).unwrap();
-            std::fs::write(dir.join("keys/keys.yaml"), "app: app-key-0123456789abcdef\n")
-                .unwrap();
+            std::fs::write(
+                dir.join("keys/keys.yaml"),
+                "app: app-key-0123456789abcdef\n",
+            )
+            .unwrap();
         },
         None,
     )
@@ -189,11 +192,7 @@ async fn a_shorter_grpc_timeout_is_the_deadline() {
 
 /// One gRPC-shaped request over HTTP/2 with prior knowledge; returns `grpc-status` and
 /// `grpc-message` from the head (a trailers-only answer) or the trailers.
-async fn grpc_call(
-    addr: SocketAddr,
-    path: &str,
-    extra: &[(&str, &str)],
-) -> (String, String) {
+async fn grpc_call(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (String, String) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),

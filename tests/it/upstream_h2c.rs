@@ -25,15 +25,22 @@ async fn h2c_backend() -> SocketAddr {
 }
 
 async fn answer(req: http::Request<Incoming>) -> Result<http::Response<Full<Bytes>>, Infallible> {
-    let header = |name: &str| req.headers().get(name).map(|h| h.to_str().unwrap().to_string());
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .map(|h| h.to_str().unwrap().to_string())
+    };
     let body = serde_json::json!({
         "version": format!("{:?}", req.version()),
         "authority": req.uri().authority().map(|a| a.to_string()),
         "host": header("host"),
         "path": req.uri().path_and_query().map(|p| p.to_string()),
         "forwardedHost": header("x-forwarded-host"),
+        "te": header("te"),
     });
-    Ok(http::Response::new(Full::new(Bytes::from(body.to_string()))))
+    Ok(http::Response::new(Full::new(Bytes::from(
+        body.to_string(),
+    ))))
 }
 
 fn route(name: &str, host: &str, backend: &str) -> String {
@@ -46,11 +53,18 @@ fn route(name: &str, host: &str, backend: &str) -> String {
 #[tokio::test]
 async fn h2c_is_chosen_by_the_backend_protocol() {
     let backend = h2c_backend().await;
-    let yaml = route("h2c", "h2c.test", &format!("{{address: '{backend}', protocol: H2C}}"))
-        + &route("h1", "h1.test", &format!("{{address: '{backend}'}}"));
+    let yaml = route(
+        "h2c",
+        "h2c.test",
+        &format!("{{address: '{backend}', protocol: H2C}}"),
+    ) + &route("h1", "h1.test", &format!("{{address: '{backend}'}}"));
     let gw = TestGateway::start(&yaml).await;
 
-    let a = get(&gw.url("/items?page=2"), &[("host", "h2c.test")]).await;
+    let a = get(
+        &gw.url("/items?page=2"),
+        &[("host", "h2c.test"), ("te", "trailers")],
+    )
+    .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     let seen = a.json();
     assert_eq!(seen["version"], "HTTP/2.0");
@@ -58,6 +72,8 @@ async fn h2c_is_chosen_by_the_backend_protocol() {
     assert_eq!(seen["authority"], "h2c.test");
     assert_eq!(seen["path"], "/items?page=2");
     assert_eq!(seen["forwardedHost"], "h2c.test");
+    // The one `TE` HTTP/2 allows, which gRPC needs, is said again on this hop.
+    assert_eq!(seen["te"], "trailers");
 
     // HTTP/1.1 to a server that speaks only HTTP/2 fails: nothing guesses.
     let a = get(&gw.url("/"), &[("host", "h1.test")]).await;
@@ -108,7 +124,11 @@ async fn backends_get_a_traceparent_carrying_the_b3_trace() {
     // Invalid values never reach the backend.
     let a = get(
         &gw.url("/"),
-        &[("b3", "not-a-b3-value"), ("traceparent", "01-xyz"), ("tracestate", "a=b")],
+        &[
+            ("b3", "not-a-b3-value"),
+            ("traceparent", "01-xyz"),
+            ("tracestate", "a=b"),
+        ],
     )
     .await;
     assert_eq!(a.echoed_header("b3"), None);

@@ -2,9 +2,7 @@
 //! HTTP/2 or HTTP/1.1 by ALPN, a client certificate for backends that require one, and
 //! every failure a 502, never a request in plain text.
 
-#[path = "../common/pki.rs"]
-mod pki;
-
+use crate::pki::*;
 use crate::support::*;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,7 +11,6 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
-use pki::*;
 use portcullis::{compile::Reason, proxy::Limits};
 use rustls::{
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
@@ -94,7 +91,9 @@ async fn answer(
         "authority": req.uri().authority().map(|a| a.to_string()),
         "clientCert": client_cert,
     });
-    Ok(http::Response::new(Full::new(Bytes::from(body.to_string()))))
+    Ok(http::Response::new(Full::new(Bytes::from(
+        body.to_string(),
+    ))))
 }
 
 fn write_folder(dir: &Path, name: &str, files: &[(&str, &str)]) {
@@ -118,11 +117,23 @@ async fn backends_are_verified_and_never_reached_in_plain_text() {
     let leaf = ca.leaf(&["backend.test"]);
     let h2 = tls_backend(&leaf, None, &[b"h2", b"http/1.1"]).await;
     let h1 = tls_backend(&leaf, None, &[b"http/1.1"]).await;
-    let yaml = tls_route("ok", h2.addr, "{caRef: {name: ca}, serverName: backend.test}")
-        + &tls_route("h1", h1.addr, "{caRef: {name: ca}, serverName: backend.test}")
-        + &tls_route("wrongca", h2.addr, "{caRef: {name: other}, serverName: backend.test}")
-        + &tls_route("wrongname", h2.addr, "{caRef: {name: ca}, serverName: else.test}")
-        + &tls_route("noname", h2.addr, "{caRef: {name: ca}}")
+    let yaml = tls_route(
+        "ok",
+        h2.addr,
+        "{caRef: {name: ca}, serverName: backend.test}",
+    ) + &tls_route(
+        "h1",
+        h1.addr,
+        "{caRef: {name: ca}, serverName: backend.test}",
+    ) + &tls_route(
+        "wrongca",
+        h2.addr,
+        "{caRef: {name: other}, serverName: backend.test}",
+    ) + &tls_route(
+        "wrongname",
+        h2.addr,
+        "{caRef: {name: ca}, serverName: else.test}",
+    ) + &tls_route("noname", h2.addr, "{caRef: {name: ca}}")
         + &tls_route("missing", h2.addr, "{caRef: {name: nowhere}}");
     let gw = TestGateway::with_secrets(
         &yaml,
@@ -145,7 +156,11 @@ async fn backends_are_verified_and_never_reached_in_plain_text() {
     for _ in 0..3 {
         assert_eq!(get(&gw.url("/"), &[("host", "ok.test")]).await.status, 200);
     }
-    assert_eq!(h2.handshakes.load(Ordering::SeqCst), 1, "the connection is reused");
+    assert_eq!(
+        h2.handshakes.load(Ordering::SeqCst),
+        1,
+        "the connection is reused"
+    );
 
     let a = get(&gw.url("/"), &[("host", "h1.test")]).await;
     assert_eq!(a.status, 200);
@@ -160,7 +175,10 @@ async fn backends_are_verified_and_never_reached_in_plain_text() {
     // Without the certificate's name, the address is what it must be valid for.
     let a = get(&gw.url("/"), &[("host", "noname.test")]).await;
     assert!(
-        a.json()["message"].as_str().unwrap().contains("certificate"),
+        a.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("certificate"),
         "{}",
         a.json()
     );
