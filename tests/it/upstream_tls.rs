@@ -240,3 +240,47 @@ async fn a_backend_that_requires_a_client_certificate_gets_one() {
     assert_eq!(a.status, 502);
     assert_eq!(backend.handshakes.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn clients_are_kept_until_the_ca_bytes_change() {
+    let ca = Pki::new("backend CA");
+    let other = Pki::new("other CA");
+    let backend = tls_backend(&ca.leaf(&["backend.test"]), None, &[b"h2"]).await;
+    let echo = echo("e").await;
+    let tls = "{caRef: {name: ca}, serverName: backend.test}";
+    let yaml = tls_route("ok", backend.addr, tls);
+    let gw = TestGateway::with_secrets(
+        &yaml,
+        Limits::default(),
+        |dir| write_folder(dir, "ca", &[("ca.crt", &ca.ca_pem())]),
+        None,
+    )
+    .await;
+    assert_eq!(get(&gw.url("/"), &[("host", "ok.test")]).await.status, 200);
+
+    // A reload that leaves this backend's inputs alone keeps its connection.
+    let more = yaml.clone()
+        + &format!(
+            "---\napiVersion: portcullis.dev/v1alpha1\nkind: Route\nmetadata: {{name: extra}}\n\
+             spec:\n  hosts: [extra.test]\n  rules:\n  - backends: [{{address: '{echo}'}}]\n"
+        );
+    std::fs::write(gw.config_file(), more).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(&gw.url("/"), &[("host", "extra.test")]).await.status != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "reload not served");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&gw.url("/"), &[("host", "ok.test")]).await.status, 200);
+    assert_eq!(backend.handshakes.load(Ordering::SeqCst), 1);
+
+    // New CA bytes (the same CA and another) make a new client, hence a new handshake.
+    let bundle = ca.ca_pem() + &other.ca_pem();
+    write_folder(gw.secrets.path(), "ca", &[("ca.crt", &bundle)]);
+    while backend.handshakes.load(Ordering::SeqCst) < 2 {
+        assert!(tokio::time::Instant::now() < deadline + std::time::Duration::from_secs(10));
+        // A half-written file may be read between the writes; that answer is not judged.
+        get(&gw.url("/"), &[("host", "ok.test")]).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&gw.url("/"), &[("host", "ok.test")]).await.status, 200);
+}
