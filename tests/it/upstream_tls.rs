@@ -275,11 +275,12 @@ async fn clients_are_kept_until_the_ca_bytes_change() {
 
     // New CA bytes (the same CA and another) make a new client, hence a new handshake.
     let bundle = ca.ca_pem() + &other.ca_pem();
-    write_folder(gw.secrets.path(), "ca", &[("ca.crt", &bundle)]);
+    let folder = gw.secrets.path().join("ca");
+    std::fs::write(folder.join(".ca.crt.new"), bundle).unwrap();
+    std::fs::rename(folder.join(".ca.crt.new"), folder.join("ca.crt")).unwrap();
     while backend.handshakes.load(Ordering::SeqCst) < 2 {
         assert!(tokio::time::Instant::now() < deadline + std::time::Duration::from_secs(10));
-        // A half-written file may be read between the writes; that answer is not judged.
-        get(&gw.url("/"), &[("host", "ok.test")]).await;
+        assert_eq!(get(&gw.url("/"), &[("host", "ok.test")]).await.status, 200);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(get(&gw.url("/"), &[("host", "ok.test")]).await.status, 200);
