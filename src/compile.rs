@@ -875,7 +875,8 @@ fn compile_backend(
     match (&b.address, &b.service) {
         (Some(addr), None) => match parse_address(addr) {
             Some(authority) => {
-                let transport = upstream::for_address(b, key, &authority, resources, field, check)?;
+                let transport =
+                    transport::for_address(b, key, &authority, resources, field, check)?;
                 Some(
                     routing::Backend::new(addr.as_str(), weight, vec![authority])
                         .with_transport(transport),
@@ -905,7 +906,7 @@ fn compile_backend(
                 })
             });
             let (transport, mesh) =
-                upstream::for_service(b, svc, key, port, resources, field, check)?;
+                transport::for_service(b, svc, key, port, resources, field, check)?;
             let endpoints = match (port, mesh) {
                 (_, Some(mesh)) => vec![mesh.authority],
                 (Some(p), None) => p
@@ -939,7 +940,7 @@ fn parse_address(addr: &str) -> Option<http::uri::Authority> {
     (port != 0 && !authority.host().is_empty() && !addr.contains('@')).then_some(authority)
 }
 
-mod upstream;
+mod transport;
 
 #[cfg(test)]
 mod tests;
