@@ -875,8 +875,14 @@ fn compile_backend(
     match (&b.address, &b.service) {
         (Some(addr), None) => match parse_address(addr) {
             Some(authority) => {
-                let transport =
-                    transport::for_address(b, key, &authority, resources, field, check)?;
+                let transport = transport::for_addresses(
+                    b,
+                    key,
+                    std::slice::from_ref(&authority),
+                    resources,
+                    field,
+                    check,
+                )?;
                 Some(
                     routing::Backend::new(addr.as_str(), weight, vec![authority])
                         .with_transport(transport),

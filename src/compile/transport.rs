@@ -19,11 +19,11 @@ pub(super) struct MeshTarget {
     pub authority: Authority,
 }
 
-/// The transport of an `address` backend. `None` when a field is invalid.
-pub(super) fn for_address(
+/// The transport of a backend given by addresses. `None` when a field is invalid.
+pub(super) fn for_addresses(
     b: &config::Backend,
     route: &ObjectKey,
-    authority: &Authority,
+    addresses: &[Authority],
     resources: &Resources,
     field: &str,
     check: &mut Check<'_, '_>,
@@ -36,11 +36,27 @@ pub(super) fn for_address(
         );
         return None;
     }
-    let host = authority.host();
-    let default_name = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let bare = |a: &Authority| {
+        let host = a.host();
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .to_string()
+    };
+    let hosts: Vec<String> = addresses.iter().map(bare).collect();
+    // One certificate name for every address: their common host, or `serverName`.
+    let default_name = match &hosts[..] {
+        [first, rest @ ..] if rest.iter().all(|h| h == first) => first.as_str(),
+        _ if b.tls.is_none() => "",
+        _ if b.tls.as_ref().is_some_and(|t| t.server_name.is_some()) => "",
+        _ => {
+            check.invalid(
+                format!("{field}.tls.serverName"),
+                "addresses with different hosts need the name their certificates share",
+            );
+            return None;
+        }
+    };
     let protocol = b.protocol.map(protocol_of).unwrap_or_default();
     transport(b, route, protocol, default_name, resources, field, check)
 }
