@@ -130,6 +130,10 @@ struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     replicas: u32,
+    /// The suffix of Service DNS names: mesh-mode backends are sent to
+    /// `NAME.NAMESPACE.svc.DOMAIN`, and TLS backends are checked for that name.
+    #[arg(long, default_value = crate::config::DEFAULT_CLUSTER_DOMAIN, env = "PORTCULLIS_CLUSTER_DOMAIN")]
+    cluster_domain: String,
     /// After SIGTERM, how long requests in flight may take to finish.
     #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
     drain_period: Duration,
@@ -219,6 +223,7 @@ impl Cli {
                     trusted_proxies,
                     redis_url,
                     replicas,
+                    cluster_domain,
                     limits,
                 } = args;
                 let default_certificate = match default_certificate
@@ -253,6 +258,7 @@ impl Cli {
                     trusted_proxies,
                     redis_url,
                     replicas,
+                    cluster_domain,
                 };
                 runtime(workers).block_on(serve(opts))
             }
@@ -270,6 +276,7 @@ impl Cli {
                     trusted_proxies: Vec::new(),
                     redis_url: None,
                     replicas: 1,
+                    cluster_domain: crate::config::DEFAULT_CLUSTER_DOMAIN.into(),
                 };
                 runtime(None).block_on(run_demo(opts))
             }

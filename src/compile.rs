@@ -143,7 +143,7 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
 
     for route in &resources.routes {
         let mut route_problems = Vec::new();
-        let compiled = compile_route(route, &resources.services, &mut route_problems, &mut reuse);
+        let compiled = compile_route(route, resources, &mut route_problems, &mut reuse);
         let rejected = route_problems.iter().any(Problem::rejects);
         problems.append(&mut route_problems);
         match compiled {
@@ -152,7 +152,7 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
                 // Fall back to the last good version, compiled against today's Services.
                 let key = route.meta.key();
                 if let Some(old) = previous.and_then(|p| p.routes.get(&key)) {
-                    let c = compile_route(old, &resources.services, &mut Vec::new(), &mut reuse);
+                    let c = compile_route(old, resources, &mut Vec::new(), &mut reuse);
                     if let Some(c) = c {
                         candidates.push((old.clone(), c));
                     }
@@ -314,7 +314,7 @@ impl Check<'_, '_> {
 
 fn compile_route(
     route: &Resource<RouteSpec>,
-    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    resources: &Resources,
     problems: &mut Vec<Problem>,
     reuse: &mut Reuse<'_>,
 ) -> Option<CompiledRoute> {
@@ -349,7 +349,7 @@ fn compile_route(
         let field = format!("spec.rules[{ri}]");
         // A rule whose action is invalid still has its matches checked, so that one run
         // reports every problem.
-        let action = compile_action(&label, &key, ri, rule, services, &field, &mut check);
+        let action = compile_action(&label, &key, ri, rule, resources, &field, &mut check);
         let action = action.map(|mut a| {
             a.https.clone_from(&https);
             Arc::new(a)
@@ -666,7 +666,7 @@ fn compile_action(
     key: &ObjectKey,
     ri: usize,
     rule: &config::RouteRule,
-    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    resources: &Resources,
     field: &str,
     check: &mut Check<'_, '_>,
 ) -> Option<routing::RuleAction> {
@@ -714,7 +714,7 @@ fn compile_action(
                 compile_backend(
                     b,
                     key,
-                    services,
+                    resources,
                     balancer.kind,
                     &format!("{field}.backends[{bi}]"),
                     check,
@@ -897,16 +897,31 @@ fn compile_redirect(
 fn compile_backend(
     b: &config::Backend,
     key: &ObjectKey,
-    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    resources: &Resources,
     balancer: upstream::balance::Kind,
     field: &str,
     check: &mut Check<'_, '_>,
 ) -> Option<upstream::Backend> {
     let weight = b.weight.unwrap_or(1);
-    let (name, backend_key, addresses): (String, Arc<str>, Vec<http::uri::Authority>) =
+    let (name, backend_key, addresses, transport): (String, Arc<str>, Vec<_>, _) =
         match (&b.address, b.addresses.as_slice(), &b.service) {
             (Some(addr), [], None) => match parse_address(addr) {
-                Some(authority) => (addr.clone(), addr.as_str().into(), vec![authority]),
+                Some(authority) => {
+                    let transport = transport::for_addresses(
+                        b,
+                        key,
+                        std::slice::from_ref(&authority),
+                        resources,
+                        field,
+                        check,
+                    )?;
+                    (
+                        addr.clone(),
+                        addr.as_str().into(),
+                        vec![authority],
+                        transport,
+                    )
+                }
                 None => {
                     check.invalid(
                         format!("{field}.address"),
@@ -935,8 +950,9 @@ fn compile_backend(
                 if parsed.len() != list.len() {
                     return None;
                 }
+                let transport = transport::for_addresses(b, key, &parsed, resources, field, check)?;
                 let name = list.join(",");
-                (name.clone(), name.into(), parsed)
+                (name.clone(), name.into(), parsed, transport)
             }
             (None, [], Some(svc)) => {
                 let name = match &svc.port {
@@ -947,20 +963,23 @@ fn compile_backend(
                     namespace: key.namespace.clone(),
                     name: svc.name.clone(),
                 };
-                let port = services.get(&svc_key).and_then(|s| {
+                let port = resources.services.get(&svc_key).and_then(|s| {
                     s.ports.iter().find(|p| match &svc.port {
                         config::PortRef::Number(n) => p.port == *n,
                         config::PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
                     })
                 });
-                let endpoints = match port {
-                    Some(p) => p
+                let (transport, mesh) =
+                    transport::for_service(b, svc, key, port, resources, field, check)?;
+                let endpoints = match (port, mesh) {
+                    (_, Some(mesh)) => vec![mesh.authority],
+                    (Some(p), None) => p
                         .endpoints
                         .iter()
                         .filter_map(|a| a.to_string().parse().ok())
                         .collect(),
-                    None => {
-                        let what = if services.contains_key(&svc_key) {
+                    (None, None) => {
+                        let what = if resources.services.contains_key(&svc_key) {
                             format!("Service {svc_key} has no port {name}")
                         } else {
                             format!("Service {svc_key} not found")
@@ -970,7 +989,7 @@ fn compile_backend(
                     }
                 };
                 let backend_key = format!("{}/{name}", key.namespace).into();
-                (name, backend_key, endpoints)
+                (name, backend_key, endpoints, transport)
             }
             _ => {
                 check.invalid(field, "set exactly one of address, addresses and service");
@@ -1003,13 +1022,14 @@ fn compile_backend(
         .collect();
     if let Some(active) = health.as_ref().and_then(|h| h.active.as_ref()) {
         for ep in &endpoints {
-            upstreams.probe(&backend_key, ep, active);
+            upstreams.probe(&backend_key, ep, active, &transport);
         }
     }
     Some(
         upstream::Backend::new(name, weight, endpoints, balancer)
             .with_health(health)
-            .with_limiter(limiter),
+            .with_limiter(limiter)
+            .with_transport(transport),
     )
 }
 
@@ -1187,6 +1207,8 @@ fn parse_address(addr: &str) -> Option<http::uri::Authority> {
     let port = authority.port_u16()?;
     (port != 0 && !authority.host().is_empty() && !addr.contains('@')).then_some(authority)
 }
+
+mod transport;
 
 #[cfg(test)]
 mod tests;

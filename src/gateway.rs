@@ -49,6 +49,8 @@ pub struct Options {
     /// How many gateways share those limits: while Redis is unreachable, each counts
     /// its share of them.
     pub replicas: u32,
+    /// The suffix of Service DNS names, for mesh mode and backend TLS names.
+    pub cluster_domain: String,
 }
 
 /// Where the resources come from.
@@ -110,6 +112,7 @@ impl Gateway {
                     secrets_dir: opts.secrets_dir.clone(),
                     default_certificate: opts.default_certificate.clone(),
                     rate_limit_store,
+                    cluster_domain: opts.cluster_domain.clone(),
                 };
                 let loaded = inputs.load().map_err(InvalidConfig)?;
                 install(&snapshot, &metrics, &loaded);
@@ -130,6 +133,7 @@ impl Gateway {
                     kube_opts,
                     opts.default_certificate.clone(),
                     rate_limit_store,
+                    opts.cluster_domain.clone(),
                     &snapshot,
                     &metrics,
                     &ready,
@@ -213,11 +217,13 @@ impl Gateway {
 }
 
 /// Starts the watchers, the lease and the status writer.
+#[allow(clippy::too_many_arguments)] // start-up wiring: each is a handle the tasks keep
 fn start_kube(
     client: kube::Client,
     opts: &KubeOptions,
     default_certificate: Option<ObjectKey>,
     rate_limit_store: Option<Arc<SharedStore>>,
+    cluster_domain: String,
     snapshot: &SharedSnapshot,
     metrics: &Arc<Metrics>,
     ready: &Arc<AtomicBool>,
@@ -234,6 +240,7 @@ fn start_kube(
             compiled_tx,
             default_certificate,
             rate_limit_store,
+            cluster_domain,
         )),
         tokio::spawn(k8s::lease::run(
             client.clone(),
@@ -293,6 +300,7 @@ struct FileInputs {
     secrets_dir: Option<PathBuf>,
     default_certificate: Option<ObjectKey>,
     rate_limit_store: Option<Arc<SharedStore>>,
+    cluster_domain: String,
 }
 
 impl FileInputs {
@@ -310,6 +318,7 @@ impl FileInputs {
             .resources
             .rate_limit_store
             .clone_from(&self.rate_limit_store);
+        loaded.resources.cluster_domain = Some(self.cluster_domain.clone());
         Ok(loaded)
     }
 }

@@ -477,6 +477,7 @@ fn unresolved_services_are_served_with_503_and_reported() {
             ports: vec![config::ServicePort {
                 name: Some("http".into()),
                 port: 80,
+                app_protocol: None,
                 endpoints: vec![
                     "10.0.0.1:8080".parse().unwrap(),
                     "10.0.0.2:8080".parse().unwrap(),
@@ -513,11 +514,17 @@ fn compile_is_deterministic() {
 
 #[test]
 fn upstream_state_outlives_a_recompile() {
-    let yaml = "rules: [{backends: [{addresses: ['10.0.0.1:80', '10.0.0.2:80'], maxConnections: 4, \
+    let yaml =
+        "rules: [{backends: [{addresses: ['10.0.0.1:80', '10.0.0.2:80'], maxConnections: 4, \
                 healthCheck: {active: {path: /healthz}}}], retry: {attempts: 2}}]";
     let route = mk_route("ns", "r", None, yaml);
     let first = compile(&mk_resources(vec![route.clone()]), None);
-    let other = mk_route("ns", "other", None, &format!("{{hosts: [x.example], rules: [{{{B}}}]}}"));
+    let other = mk_route(
+        "ns",
+        "other",
+        None,
+        &format!("{{hosts: [x.example], rules: [{{{B}}}]}}"),
+    );
     let second = compile(&mk_resources(vec![route, other]), Some(&first));
     let forward = |snap: &Snapshot| {
         let req = http::Request::get("/").body(()).unwrap();

@@ -92,7 +92,13 @@ pub struct Resources {
     /// Where shared rate limits count (`--redis-url`); without it, shared sections count
     /// per replica.
     pub rate_limit_store: Option<std::sync::Arc<crate::policy::ratelimit::SharedStore>>,
+    /// The suffix of Service DNS names (`--cluster-domain`); `None` means
+    /// [`DEFAULT_CLUSTER_DOMAIN`].
+    pub cluster_domain: Option<String>,
 }
+
+/// The cluster domain of a default Kubernetes install.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 
 impl Resources {
     /// The Secret `key` names: in its namespace, else file mode's folder of that name.
@@ -175,6 +181,8 @@ pub struct ServiceEndpoints {
 pub struct ServicePort {
     pub name: Option<String>,
     pub port: u16,
+    /// The port's `appProtocol`, such as `kubernetes.io/h2c`.
+    pub app_protocol: Option<String>,
     /// `ip:targetPort` of each endpoint that may receive traffic.
     pub endpoints: Vec<std::net::SocketAddr>,
 }

@@ -291,6 +291,15 @@ pub struct Redirect {
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "[has(self.address), has(self.addresses) && size(self.addresses) > 0, has(self.service)].filter(x, x).size() == 1",
     "message": "set exactly one of address, addresses and service"
+}, {
+    "rule": "!has(self.mesh) || !self.mesh || has(self.service)",
+    "message": "mesh needs a service backend"
+}, {
+    "rule": "!has(self.mesh) || !self.mesh || !has(self.tls)",
+    "message": "mesh and tls exclude each other: the mesh secures the hop"
+}, {
+    "rule": "!has(self.tls) || !has(self.protocol) || self.protocol != 'H2C'",
+    "message": "H2C is plain text; over tls, HTTP/2 is chosen by ALPN"
 }]))]
 pub struct Backend {
     /// `host:port` of a fixed upstream, for configurations without a cluster.
@@ -320,6 +329,49 @@ pub struct Backend {
     /// Default 0 when `maxConnections` is set: no waiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pending_requests: Option<u32>,
+    /// How requests travel to the backend: `HTTP1`, or `H2C` (HTTP/2 in plain text with
+    /// prior knowledge, as gRPC servers speak it). By default, `H2C` when the Service
+    /// port's `appProtocol` is `kubernetes.io/h2c`, else `HTTP1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<BackendProtocol>,
+    /// Connect to the backend over TLS; HTTP/2 or HTTP/1.1 as the backend picks by ALPN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTls>,
+    /// Send to the Service's cluster DNS name instead of its endpoints, with `Host` and
+    /// `l5d-dst-override` set to that name, so a service mesh (Linkerd, Istio) balances
+    /// and secures the hop. Service backends only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum BackendProtocol {
+    /// HTTP/1.1.
+    #[serde(rename = "HTTP1")]
+    Http1,
+    /// HTTP/2 over plain TCP, without an upgrade (prior knowledge).
+    #[serde(rename = "H2C")]
+    H2c,
+}
+
+/// TLS from the gateway to a backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendTls {
+    /// A Secret (file mode: a `--secrets-dir` folder) whose `ca.crt` holds the CA
+    /// certificates the backend's certificate must chain to. Without it, the system's
+    /// trusted roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_ref: Option<SecretRef>,
+    /// A Secret (or folder) whose `tls.crt` and `tls.key` the gateway presents to
+    /// backends that ask for a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_ref: Option<SecretRef>,
+    /// The name the backend's certificate must be valid for, also sent as SNI. By
+    /// default the Service's cluster DNS name, or the host of `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub server_name: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

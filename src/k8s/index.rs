@@ -56,6 +56,7 @@ pub type PolicyEntry = Entry<PolicySpec>;
 struct ServicePortSpec {
     name: Option<String>,
     port: u16,
+    app_protocol: Option<String>,
 }
 
 /// One EndpointSlice, reduced to what routing needs.
@@ -265,6 +266,7 @@ impl Index {
                 ServicePort {
                     name: p.name.clone(),
                     port: p.port,
+                    app_protocol: p.app_protocol.clone(),
                     endpoints: endpoints.into_iter().collect(),
                 }
             })
@@ -334,6 +336,7 @@ fn service_ports(svc: &Service) -> Vec<ServicePortSpec> {
             Some(ServicePortSpec {
                 name,
                 port: u16::try_from(p.port).ok()?,
+                app_protocol: p.app_protocol.clone(),
             })
         })
         .collect()

@@ -82,6 +82,7 @@ pub async fn run(
     compiled_tx: watch::Sender<Option<Compiled>>,
     default_certificate: Option<ObjectKey>,
     rate_limit_store: Option<Arc<SharedStore>>,
+    cluster_domain: String,
 ) {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -146,6 +147,7 @@ pub async fn run(
                 &state.index,
                 default_certificate.as_ref(),
                 rate_limit_store.as_ref(),
+                &cluster_domain,
                 &snapshot,
                 &metrics,
                 &compiled_tx,
@@ -165,6 +167,7 @@ fn publish(
     index: &Index,
     default_certificate: Option<&ObjectKey>,
     rate_limit_store: Option<&Arc<SharedStore>>,
+    cluster_domain: &str,
     snapshot: &SharedSnapshot,
     metrics: &Metrics,
     compiled_tx: &watch::Sender<Option<Compiled>>,
@@ -174,6 +177,7 @@ fn publish(
         default_certificate: default_certificate.cloned(),
         now: Some(std::time::SystemTime::now()),
         rate_limit_store: rate_limit_store.cloned(),
+        cluster_domain: Some(cluster_domain.to_string()),
         ..index.resources()
     };
     let next = Arc::new(compile::compile(&resources, Some(&previous)));

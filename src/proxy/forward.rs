@@ -5,6 +5,7 @@
 use super::{
     body::{BoxError, ProxyBody},
     error::GatewayError,
+    transport::SendError,
     Proxy,
 };
 use crate::{
@@ -42,6 +43,8 @@ pub(super) struct Outgoing {
     pub client: IpAddr,
     /// The client came over HTTPS, so the session cookie is `Secure`.
     pub secure: bool,
+    /// The client accepts trailers (`TE: trailers`), to be passed on over HTTP/2.
+    pub trailers: bool,
 }
 
 /// A response and what must live as long as it.
@@ -80,6 +83,7 @@ pub(super) async fn send(
         body_limit,
         client,
         secure,
+        trailers,
     } = out;
     let session_value = forward
         .balancer
@@ -156,13 +160,20 @@ pub(super) async fn send(
         };
         let mut req_parts = parts.clone();
         req_parts.uri = upstream_uri(&endpoint.authority, &path_and_query).map_err(fail)?;
+        // HTTP/1.1 backends never see `TE`; gRPC over HTTP/2 needs it.
+        if trailers && backend.transport.may_use_http2() {
+            req_parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         let req = Request::from_parts(req_parts, body);
 
         let try_deadline = match forward.per_try_timeout {
             Some(t) => deadline.min(Instant::now() + t),
             None => deadline,
         };
-        let outcome = tokio::time::timeout_at(try_deadline.into(), proxy.client.request(req)).await;
+        let sent = proxy.transports.send(&backend.transport, req);
+        let outcome = tokio::time::timeout_at(try_deadline.into(), sent).await;
         let can_replay = matches!(replay, Replay::Bytes(_));
         let retryable = |failure: Failure| {
             retry.is_some_and(|r| {
@@ -192,7 +203,11 @@ pub(super) async fn send(
                 }
                 Failure::Status(status)
             }
-            Ok(Err(err)) => {
+            Ok(Err(SendError::Refused(why))) => {
+                // The backend's TLS settings did not load: no try can succeed.
+                return Err(fail(GatewayError::BackendFailed(why)));
+            }
+            Ok(Err(SendError::Failed(err))) => {
                 let (failure, error) = classify(proxy, &backend.name, err, body_limit);
                 let Some(failure) = failure else {
                     // The client's own body failed: not the backend's fault, and nothing

@@ -14,8 +14,9 @@ use super::{
     error::GatewayError,
     forward,
     framing::Verdict,
+    grpc,
     headers::{self, X_REQUEST_ID},
-    Proxy,
+    trace, Proxy,
 };
 use crate::{
     metrics,
@@ -39,6 +40,8 @@ struct Exchange {
     host: String,
     path: String,
     request_id: HeaderValue,
+    /// The trace id the request went upstream with.
+    trace_id: Option<String>,
     route: Option<Arc<str>>,
     backend: Option<Arc<str>>,
     /// `Strict-Transport-Security` for the answer, once the rule is known.
@@ -55,12 +58,14 @@ pub(super) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let request_id = headers::request_id(req.headers());
+    let grpc = grpc::is_grpc(req.headers());
     let mut ex = Exchange {
         start: Instant::now(),
         method: req.method().clone(),
         host: String::new(),
         path: String::new(),
         request_id: request_id.clone(),
+        trace_id: None,
         route: None,
         backend: None,
         hsts: None,
@@ -73,7 +78,11 @@ pub(super) async fn handle(
             if let GatewayError::BackendFailed(_) = &err {
                 tracing::debug!(request_id = ?ex.request_id, error = %err, "backend failed");
             }
-            err.into_response(&request_id)
+            if grpc {
+                grpc::error_response(err, &request_id)
+            } else {
+                err.into_response(&request_id)
+            }
         }
     };
     resp.headers_mut().insert(X_REQUEST_ID, request_id);
@@ -126,6 +135,7 @@ fn observe(proxy: &Arc<Proxy>, resp: Response<ProxyBody>, ex: Exchange) -> Respo
                     bytes,
                     complete,
                     request_id = ex.request_id.to_str().unwrap_or("-"),
+                    trace_id = ex.trace_id.as_deref().unwrap_or("-"),
                 );
             }
         };
@@ -317,6 +327,7 @@ async fn route_and_forward(
     let client_upgrade = req.version() == Version::HTTP_11;
     let on_client_upgrade = client_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let trailers = headers::accepts_trailers(&parts.headers);
     // h2c is refused: after its 101 the client would speak HTTP/2 to the backend
     // directly, past every rule of this gateway.
     let upgrade = headers::strip_hop_by_hop(&mut parts.headers)
@@ -328,7 +339,7 @@ async fn route_and_forward(
     if let Some(cert) = conn.tls.as_ref().and_then(|t| t.client_cert.clone()) {
         parts.headers.insert(headers::X_FORWARDED_CLIENT_CERT, cert);
     }
-    headers::ensure_traceparent(&mut parts.headers, &ex.request_id);
+    ex.trace_id = Some(trace::propagate(&mut parts.headers, &ex.request_id));
     parts.headers.insert(X_REQUEST_ID, ex.request_id.clone());
     let upstream_host = match &forward.rewrite_host {
         Some(h) => h.clone(),
@@ -346,7 +357,6 @@ async fn route_and_forward(
     if parts.version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
-    parts.version = Version::HTTP_11;
     let path_and_query = match query.as_deref() {
         Some(q) => format!("{new_path}?{q}"),
         None => new_path,
@@ -358,8 +368,10 @@ async fn route_and_forward(
         body_limit,
         client,
         secure: conn.tls.is_some(),
+        trailers,
     };
     let timeout = action.timeout.unwrap_or(proxy.limits.request_timeout);
+    let timeout = grpc::deadline(&out.parts.headers, timeout);
     let deadline = ex.start + timeout;
     let delivered = forward::send(proxy, forward, &action.route, out, deadline, timeout).await;
     let forward::Delivered {

@@ -55,6 +55,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     upgrade
 }
 
+/// True when the request says it accepts trailers (`TE: trailers`), which gRPC needs from
+/// end to end. `TE` is hop-by-hop: the proxy says it again on its own hop.
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+}
+
 /// Headers that claim to describe the client or an earlier hop, which this gateway does
 /// not vouch for. Spellings with `_` are included because CGI-style backends read
 /// `X_Forwarded_For` as `X-Forwarded-For`.
@@ -139,7 +149,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &'static str,
 }
 
 /// The request id: the client's own when it is a plausible id, else a new one. A valid
-/// `traceparent` lends its trace id, so logs and traces share one key.
+/// `traceparent` or B3 trace id lends its trace id, so logs and traces share one key.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
@@ -151,54 +161,9 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = match headers
-        .get(&TRACEPARENT)
-        .and_then(|v| parse_traceparent(v.as_bytes()))
-    {
-        Some(trace_id) => trace_id.to_string(),
-        None => format!("{:032x}", fastrand::u128(1..)),
-    };
+    let id = super::trace::incoming_trace_id(headers)
+        .unwrap_or_else(|| format!("{:032x}", fastrand::u128(1..)));
     HeaderValue::from_str(&id).expect("hex digits are a valid header value")
-}
-
-/// Keeps a valid `traceparent` (and its `tracestate`) as it is; starts a new trace when it
-/// is absent or malformed, reusing the request id as the trace id when it is one.
-pub fn ensure_traceparent(headers: &mut HeaderMap, request_id: &HeaderValue) {
-    if let Some(v) = headers.get(&TRACEPARENT) {
-        if parse_traceparent(v.as_bytes()).is_some() {
-            return;
-        }
-    }
-    // A tracestate without its traceparent is meaningless.
-    headers.remove(&TRACESTATE);
-    let trace_id = match request_id.to_str() {
-        Ok(id) if is_trace_id(id.as_bytes()) => id.to_string(),
-        _ => format!("{:032x}", fastrand::u128(1..)),
-    };
-    let value = format!("00-{trace_id}-{:016x}-01", fastrand::u64(1..));
-    headers.insert(
-        TRACEPARENT,
-        HeaderValue::from_str(&value).expect("hex is a valid value"),
-    );
-}
-
-/// Returns the trace id of a well-formed version-00 `traceparent`.
-fn parse_traceparent(v: &[u8]) -> Option<&str> {
-    // 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>
-    if v.len() != 55 || &v[..3] != b"00-" || v[35] != b'-' || v[52] != b'-' {
-        return None;
-    }
-    let (trace, parent, flags) = (&v[3..35], &v[36..52], &v[53..55]);
-    let lower_hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-    let nonzero = |s: &[u8]| s.iter().any(|&c| c != b'0');
-    (is_trace_id(trace) && lower_hex(parent) && nonzero(parent) && lower_hex(flags))
-        .then(|| std::str::from_utf8(trace).expect("checked hex"))
-}
-
-fn is_trace_id(s: &[u8]) -> bool {
-    s.len() == 32
-        && s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-        && s.iter().any(|&c| c != b'0')
 }
 
 #[cfg(test)]
@@ -296,6 +261,16 @@ mod tests {
     }
 
     #[test]
+    fn trailers_are_accepted_only_when_te_says_so() {
+        let mut h = HeaderMap::new();
+        assert!(!accepts_trailers(&h));
+        h.insert(header::TE, "gzip, Trailers".parse().unwrap());
+        assert!(accepts_trailers(&h));
+        h.insert(header::TE, "trailersx".parse().unwrap());
+        assert!(!accepts_trailers(&h));
+    }
+
+    #[test]
     fn request_ids() {
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID, "abc-123".parse().unwrap());
@@ -309,34 +284,5 @@ mod tests {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         h.insert(TRACEPARENT, tp.parse().unwrap());
         assert_eq!(request_id(&h), "4bf92f3577b34da6a3ce929d0e0e4736");
-    }
-
-    #[test]
-    fn traceparent_kept_when_valid_and_started_when_not() {
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let mut h = HeaderMap::new();
-        h.insert(TRACEPARENT, tp.parse().unwrap());
-        h.insert(TRACESTATE, "v=1".parse().unwrap());
-        ensure_traceparent(&mut h, &"x".parse().unwrap());
-        assert_eq!(h.get(TRACEPARENT).unwrap(), tp);
-        assert_eq!(h.get(TRACESTATE).unwrap(), "v=1");
-
-        let mut h = HeaderMap::new();
-        h.insert(
-            TRACEPARENT,
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
-        h.insert(TRACESTATE, "v=1".parse().unwrap());
-        let id: HeaderValue = "4bf92f3577b34da6a3ce929d0e0e4736".parse().unwrap();
-        ensure_traceparent(&mut h, &id);
-        let new = h.get(TRACEPARENT).unwrap().to_str().unwrap();
-        assert!(
-            new.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
-            "{new}"
-        );
-        assert!(parse_traceparent(new.as_bytes()).is_some());
-        assert!(h.get(TRACESTATE).is_none());
     }
 }

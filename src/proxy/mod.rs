@@ -9,20 +9,20 @@ mod conn;
 mod error;
 mod forward;
 mod framing;
+mod grpc;
 mod handler;
 pub mod headers;
 mod probe;
+pub mod trace;
+mod transport;
 
 pub use body::{full, ProxyBody};
 pub use error::GatewayError;
 
 use crate::{compile::Snapshot, metrics::Metrics};
 use arc_swap::ArcSwap;
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::{TokioExecutor, TokioTimer},
-};
 use std::{sync::Arc, time::Duration};
+use transport::Transports;
 
 /// The snapshot every request reads; swapped whole by the configuration source.
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
@@ -70,7 +70,8 @@ pub struct Proxy {
     snapshot: SharedSnapshot,
     /// Peers whose `X-Forwarded-For` is believed when finding the client's address.
     trusted_proxies: Vec<ipnet::IpNet>,
-    client: Client<HttpConnector, ProxyBody>,
+    /// The clients to backends, by protocol, TLS and endpoint.
+    transports: Transports,
     metrics: Arc<Metrics>,
     limits: Limits,
     access_log: bool,
@@ -84,20 +85,10 @@ impl Proxy {
         access_log: bool,
         trusted_proxies: Vec<ipnet::IpNet>,
     ) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(limits.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            // Backends commonly close idle connections after 60 s or more; closing ours
-            // first avoids sending a request on a connection the backend just dropped.
-            .pool_idle_timeout(Duration::from_secs(50))
-            .build(connector);
         Arc::new(Proxy {
             snapshot,
             trusted_proxies,
-            client,
+            transports: Transports::new(limits.connect_timeout),
             metrics,
             limits,
             access_log,

@@ -42,7 +42,7 @@ async fn probe_once(proxy: Arc<Proxy>, probe: Probe) {
     let check = &probe.check;
     let ok = match request(&probe) {
         Some(req) => matches!(
-            tokio::time::timeout(check.timeout, proxy.client.request(req)).await,
+            tokio::time::timeout(check.timeout, proxy.transports.send(&probe.transport, req)).await,
             Ok(Ok(resp)) if resp.status().is_success()
         ),
         None => false,

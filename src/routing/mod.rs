@@ -17,8 +17,10 @@
 
 mod action;
 pub mod path;
+mod transport;
 
 pub use action::*;
+pub use transport::{Protocol, Transport};
 
 use http::{HeaderMap, Method};
 use regex::Regex;

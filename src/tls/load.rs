@@ -143,6 +143,10 @@ impl ClientCa {
     pub(super) fn source_bytes(&self) -> &[u8] {
         &self.source
     }
+
+    pub(super) fn roots(&self) -> &Arc<RootCertStore> {
+        &self.roots
+    }
 }
 
 /// A PEM error in words, without the bytes some errors carry.

@@ -9,6 +9,7 @@
 //! replacing one ends what the old one verified.
 
 mod load;
+mod upstream;
 
 use crate::{
     compile::{Problem, Reason},
@@ -21,6 +22,7 @@ use std::{
     hash::{Hash, Hasher},
     sync::Arc,
 };
+pub use upstream::{UpstreamTls, UpstreamTlsError};
 
 /// Which certificate and client check each host gets. Never changed once built.
 #[derive(Debug, Default)]

@@ -40,6 +40,8 @@ pub struct Backend {
     /// `None`: every endpoint is always available.
     pub health: Option<Arc<HealthPolicy>>,
     pub limiter: Option<Arc<Limiter>>,
+    /// How requests reach the endpoints: protocol, TLS, mesh addressing.
+    pub transport: crate::routing::Transport,
     ring: Option<Ring>,
     next: AtomicUsize,
 }
@@ -225,6 +227,7 @@ impl Backend {
             endpoints,
             health: None,
             limiter: None,
+            transport: crate::routing::Transport::default(),
             ring,
             next: AtomicUsize::new(0),
         }
@@ -237,6 +240,11 @@ impl Backend {
 
     pub fn with_limiter(mut self, limiter: Option<Arc<Limiter>>) -> Self {
         self.limiter = limiter;
+        self
+    }
+
+    pub fn with_transport(mut self, transport: crate::routing::Transport) -> Self {
+        self.transport = transport;
         self
     }
 

@@ -129,6 +129,8 @@ pub struct Probe {
     pub backend: Arc<str>,
     pub endpoint: Arc<Endpoint>,
     pub check: Arc<ActiveCheck>,
+    /// Probes travel as the backend's requests do (h2c, TLS).
+    pub transport: crate::routing::Transport,
 }
 
 /// The upstream state one snapshot uses, kept so that the next one can reuse it.
@@ -203,6 +205,7 @@ impl<'p> Registry<'p> {
         backend: &Arc<str>,
         endpoint: &Arc<Endpoint>,
         check: &Arc<ActiveCheck>,
+        transport: &crate::routing::Transport,
     ) {
         if self
             .built
@@ -216,6 +219,7 @@ impl<'p> Registry<'p> {
             backend: backend.clone(),
             endpoint: endpoint.clone(),
             check: check.clone(),
+            transport: transport.clone(),
         });
     }
 

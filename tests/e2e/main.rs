@@ -7,6 +7,7 @@
 #[path = "../common/pki.rs"]
 mod pki;
 mod support;
+mod upstream;
 
 use std::time::{Duration, Instant};
 use support::*;

@@ -1,5 +1,7 @@
 //! Integration tests: the gateway in front of real backends, over real sockets.
 
+#[path = "../common/pki.rs"]
+mod pki;
 mod redis_server;
 mod support;
 
@@ -17,3 +19,6 @@ mod routing;
 mod streaming;
 mod tls;
 mod upstream;
+mod upstream_grpc;
+mod upstream_h2c;
+mod upstream_tls;

@@ -93,6 +93,7 @@ impl TestGateway {
             trusted_proxies: Vec::new(),
             redis_url: None,
             replicas: 1,
+            cluster_domain: "cluster.local".into(),
         };
         edit(&mut opts);
         let gw = Gateway::start(opts).await.unwrap();

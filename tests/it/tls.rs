@@ -1,13 +1,10 @@
 //! HTTPS at the edge: certificates by name, renewal under open connections, 421,
 //! redirects and HSTS, client certificates, and bad certificates reported, not served.
 
-#[path = "../common/pki.rs"]
-mod pki;
-
+use crate::pki::*;
 use crate::support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use pki::*;
 use portcullis::{compile::Reason, proxy::Limits};
 use rustls::pki_types::ServerName;
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};

@@ -239,3 +239,27 @@ fn routes_compile_against_indexed_services() {
     let snapshot = crate::compile::compile(&index.resources(), None);
     assert!(snapshot.problems.is_empty(), "{:?}", snapshot.problems);
 }
+
+#[test]
+fn app_protocol_is_carried_to_the_compile_step() {
+    let mut index = Index::default();
+    let mut svc = mk_service("ns", "grpc", &[(Some("grpc"), 9090), (Some("http"), 80)]);
+    if let Some(ports) = svc.spec.as_mut().and_then(|s| s.ports.as_mut()) {
+        ports[0].app_protocol = Some("kubernetes.io/h2c".into());
+    }
+    index.apply_service(&svc);
+    let resources = index.resources();
+    let ports = &resources.services[&ObjectKey {
+        namespace: "ns".into(),
+        name: "grpc".into(),
+    }]
+        .ports;
+    assert_eq!(ports[0].app_protocol.as_deref(), Some("kubernetes.io/h2c"));
+    assert_eq!(ports[1].app_protocol, None);
+
+    // A changed appProtocol is a change the compile step must see.
+    if let Some(ports) = svc.spec.as_mut().and_then(|s| s.ports.as_mut()) {
+        ports[0].app_protocol = None;
+    }
+    assert_eq!(index.apply_service(&svc), Changed::Yes);
+}
