@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub router: Router,
     /// The Routes that serve, by key: each the version given, or a previous good one.
     pub routes: BTreeMap<ObjectKey, Resource<RouteSpec>>,
+    /// The BFFs that serve, by key: each the version given, or a previous good one.
+    pub bffs: BTreeMap<ObjectKey, Resource<config::BffSpec>>,
     pub problems: Vec<Problem>,
     /// Certificates by host, for the TLS listener.
     pub tls: TlsTable,
@@ -90,6 +92,7 @@ impl Snapshot {
         Snapshot {
             router: Router::default(),
             routes: BTreeMap::new(),
+            bffs: BTreeMap::new(),
             problems: Vec::new(),
             tls: TlsTable::default(),
             policies: PolicyTable::default(),
@@ -116,6 +119,7 @@ impl Snapshot {
         match kind {
             "Route" => self.routes.contains_key(key),
             "Policy" => self.policies.policies.contains_key(key),
+            "BFF" => self.bffs.contains_key(key),
             _ => false,
         }
     }
@@ -178,6 +182,14 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
         oldest_first.push(key.clone());
         routes.insert(key, route);
     }
+    let bffs = bff::compile_all(
+        resources,
+        previous.map(|p| &p.bffs),
+        &claimed,
+        &mut regexes,
+        &mut problems,
+    );
+    specs.extend(bffs.entries);
     let tls = tls::build(
         resources,
         oldest_first.iter().map(|k| &routes[k]),
@@ -187,6 +199,7 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
     let policies = policy::build(
         resources,
         &routes,
+        &bffs.serving,
         previous.map(|p| &p.policies),
         &mut problems,
     );
@@ -195,6 +208,7 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
     Snapshot {
         router: Router::build(specs),
         routes,
+        bffs: bffs.serving,
         problems,
         tls,
         policies,
@@ -258,6 +272,7 @@ struct CompiledRoute {
 
 /// Collects problems of one object, and compiles its regular expressions.
 struct Check<'a, 'p> {
+    kind: &'static str,
     object: &'a ObjectKey,
     problems: &'a mut Vec<Problem>,
     regexes: &'a mut Regexes<'p>,
@@ -293,7 +308,7 @@ impl Check<'_, '_> {
 
     fn push(&mut self, field: impl Into<String>, reason: Reason, message: impl Into<String>) {
         self.problems.push(Problem {
-            kind: "Route",
+            kind: self.kind,
             object: self.object.clone(),
             field: field.into(),
             reason,
@@ -310,6 +325,7 @@ fn compile_route(
 ) -> Option<CompiledRoute> {
     let key = route.meta.key();
     let mut check = Check {
+        kind: "Route",
         object: &key,
         problems,
         regexes,
@@ -939,5 +955,6 @@ fn parse_address(addr: &str) -> Option<http::uri::Authority> {
     (port != 0 && !authority.host().is_empty() && !addr.contains('@')).then_some(authority)
 }
 
+mod bff;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 //! the rule it picked for the life of that request, so a new snapshot never touches a
 //! request or stream that is already running.
 
+mod aggregate;
 mod body;
 mod conn;
 mod error;
@@ -11,6 +12,7 @@ mod framing;
 mod handler;
 pub mod headers;
 
+pub use aggregate::{X_PORTCULLIS_CLIENT, X_PORTCULLIS_PARTIAL};
 pub use body::{full, ProxyBody};
 pub use error::GatewayError;
 

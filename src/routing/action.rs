@@ -39,6 +39,8 @@ pub struct RouteHttps {
 pub enum ActionKind {
     Forward(Forward),
     Redirect(RedirectAction),
+    /// An endpoint of a BFF, served by the proxy's aggregation.
+    Bff(Arc<crate::bff::Endpoint>),
 }
 
 #[derive(Debug)]

@@ -3,6 +3,7 @@
 mod redis_server;
 mod support;
 
+mod bff;
 mod binary;
 mod chart;
 mod framing;

@@ -1,0 +1,583 @@
+//! The compile step for `BFF` resources: each endpoint becomes an entry of the routing
+//! table, beside the Route rules.
+//!
+//! An endpoint path without parameters is an `Exact` match, one with `{param}` segments a
+//! `RegularExpression` match, so the table's precedence applies to BFFs and Routes alike.
+//! Where a BFF endpoint and a Route claim the very same host and match, the Route wins and
+//! the BFF is rejected as `Conflicted`; between two BFFs, the older one wins.
+
+use super::{
+    age_key, compile_backend, compile_hosts, compile_match, parse_time, Check, Problem, Reason,
+    Regexes, ANY_HOST,
+};
+use crate::{
+    bff::{self, fields::Selection, template::Source, template::Template, EndpointKind},
+    config::{self, BffSpec, ObjectKey, Resource, Resources},
+    routing::{self, path::canonicalize, EntryOrder, EntrySpec, PathCond},
+};
+use http::{HeaderName, Method};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+/// Headers the gateway sets on every call, which a part may not replace.
+const GATEWAY_HEADERS: [&str; 8] = [
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "traceparent",
+    "tracestate",
+    "x-portcullis-client",
+    "host",
+];
+
+/// The BFFs that serve, and their table entries.
+pub(super) struct Compiled {
+    pub entries: Vec<EntrySpec>,
+    pub serving: BTreeMap<ObjectKey, Resource<BffSpec>>,
+}
+
+/// One BFF, compiled but not yet checked against other objects.
+struct CompiledBff {
+    entries: Vec<EntrySpec>,
+    claims: Vec<((String, String), String)>,
+}
+
+/// Compiles every BFF. `route_claims` are the host and match pairs Routes serve; a BFF
+/// rejected now keeps its version in `previous` serving, when that one was good.
+pub(super) fn compile_all(
+    resources: &Resources,
+    previous: Option<&BTreeMap<ObjectKey, Resource<BffSpec>>>,
+    route_claims: &HashMap<(String, String), ObjectKey>,
+    regexes: &mut Regexes<'_>,
+    problems: &mut Vec<Problem>,
+) -> Compiled {
+    let mut candidates = Vec::new();
+    for bff in &resources.bffs {
+        let mut own = Vec::new();
+        let compiled = compile_bff(bff, &resources.services, &mut own, regexes);
+        let rejected = own.iter().any(Problem::rejects);
+        problems.append(&mut own);
+        match compiled {
+            Some(c) if !rejected => candidates.push((bff.clone(), c)),
+            _ => {
+                let old = previous.and_then(|p| p.get(&bff.meta.key()));
+                if let Some(old) = old {
+                    if let Some(c) = compile_bff(old, &resources.services, &mut Vec::new(), regexes)
+                    {
+                        candidates.push((old.clone(), c));
+                    }
+                }
+            }
+        }
+    }
+
+    candidates.sort_by_cached_key(|(b, _)| age_key(&b.meta));
+    let mut claimed: HashMap<(String, String), ObjectKey> = HashMap::new();
+    let mut out = Compiled {
+        entries: Vec::new(),
+        serving: BTreeMap::new(),
+    };
+    for (bff, compiled) in candidates {
+        let key = bff.meta.key();
+        let conflict = compiled.claims.iter().find_map(|(claim, field)| {
+            let winner = match (route_claims.get(claim), claimed.get(claim)) {
+                (Some(route), _) => format!("Route {route}, as Routes come before BFFs"),
+                (None, Some(other)) => format!("BFF {other}, which is older (or alphabetically first)"),
+                (None, None) => return None,
+            };
+            let host = if claim.0 == ANY_HOST {
+                "any host".to_string()
+            } else {
+                format!("host {:?}", claim.0)
+            };
+            Some(Problem {
+                kind: "BFF",
+                object: key.clone(),
+                field: field.clone(),
+                reason: Reason::Conflicted,
+                message: format!("{host} with this path and method is already served by {winner}"),
+            })
+        });
+        if let Some(problem) = conflict {
+            problems.push(problem);
+            continue;
+        }
+        for (claim, _) in &compiled.claims {
+            claimed.insert(claim.clone(), key.clone());
+        }
+        out.entries.extend(compiled.entries);
+        out.serving.insert(key, bff);
+    }
+    out
+}
+
+fn compile_bff(
+    bff: &Resource<BffSpec>,
+    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    problems: &mut Vec<Problem>,
+    regexes: &mut Regexes<'_>,
+) -> Option<CompiledBff> {
+    let key = bff.meta.key();
+    let mut check = Check {
+        kind: "BFF",
+        object: &key,
+        problems,
+        regexes,
+    };
+    let before = check.problems.len();
+    let spec = &bff.spec;
+    let label: Arc<str> = bff::label(&key).into();
+    let client: Arc<str> = spec.client.as_str().into();
+    let created = bff.meta.creation_timestamp.as_deref().and_then(parse_time);
+
+    let client_ok = !spec.client.is_empty()
+        && spec.client.len() <= 63
+        && spec
+            .client
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !client_ok {
+        check.invalid(
+            "spec.client",
+            format!(
+                "{:?} is not a client name; use lower-case letters, digits and '-'",
+                spec.client
+            ),
+        );
+    }
+    let hosts = compile_hosts(&spec.hosts, &mut check);
+    let prefix = spec
+        .path_prefix
+        .as_deref()
+        .and_then(|p| compile_prefix(p, &mut check));
+    if spec.hosts.is_empty() && spec.path_prefix.is_none() {
+        check.invalid("spec", "set hosts, pathPrefix or both");
+    }
+    if spec.endpoints.is_empty() {
+        check.invalid("spec.endpoints", "at least one endpoint is required");
+    }
+
+    let mut entries = Vec::new();
+    let mut claims = Vec::new();
+    for (ei, endpoint) in spec.endpoints.iter().enumerate() {
+        let field = format!("spec.endpoints[{ei}]");
+        let Some(path) = compile_endpoint_path(
+            prefix.as_deref().unwrap_or(""),
+            &endpoint.path,
+            &field,
+            &mut check,
+        ) else {
+            continue;
+        };
+        let kind = compile_endpoint_kind(endpoint, &key, &path.params, services, &field, &mut check);
+        let as_match = config::RouteMatch {
+            path: Some(config::PathMatch {
+                kind: if path.params.is_empty() {
+                    config::PathMatchType::Exact
+                } else {
+                    config::PathMatchType::RegularExpression
+                },
+                value: path.pattern.clone(),
+            }),
+            method: endpoint.method.clone(),
+            ..config::RouteMatch::default()
+        };
+        let Some((m, signature)) = compile_match(&as_match, &field, &mut check) else {
+            continue;
+        };
+        let (Some(kind), PathCond::Exact(_) | PathCond::Regex(_)) = (kind, &m.path) else {
+            continue;
+        };
+        let regex = match &m.path {
+            PathCond::Regex(re) => Some(re.clone()),
+            _ => None,
+        };
+        let endpoint = bff::Endpoint::new(key.clone(), client.clone(), ei, path.params, regex, kind);
+        let action = Arc::new(routing::RuleAction {
+            route: label.clone(),
+            route_key: key.clone(),
+            rule: ei,
+            request_headers: routing::HeaderEdits::default(),
+            response_headers: routing::HeaderEdits::default(),
+            kind: routing::ActionKind::Bff(Arc::new(endpoint)),
+            timeout: None,
+            max_body_bytes: None,
+            https: None,
+        });
+        let host_keys = if hosts.is_empty() {
+            vec![ANY_HOST.to_string()]
+        } else {
+            hosts.clone()
+        };
+        for h in host_keys {
+            claims.push(((h, signature.clone()), format!("{field}.path")));
+        }
+        entries.push(EntrySpec {
+            hosts: hosts.clone(),
+            order: EntryOrder {
+                has_method: m.method.is_some(),
+                headers: 0,
+                query: 0,
+                created,
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                rule: ei,
+                alternative: 0,
+            },
+            path: m.path,
+            method: m.method,
+            headers: Vec::new(),
+            query: Vec::new(),
+            action,
+        });
+    }
+
+    let rejected = check.problems[before..].iter().any(Problem::rejects);
+    (!rejected).then_some(CompiledBff { entries, claims })
+}
+
+/// A canonical prefix without its trailing slash (`/` becomes empty).
+fn compile_prefix(prefix: &str, check: &mut Check<'_, '_>) -> Option<String> {
+    match canonicalize(prefix) {
+        Ok(c) if c == prefix => Some(prefix.trim_end_matches('/').to_string()),
+        Ok(c) => {
+            check.invalid(
+                "spec.pathPrefix",
+                format!("{prefix:?} is not in canonical form and would never match; write {c:?}"),
+            );
+            None
+        }
+        Err(e) => {
+            check.invalid("spec.pathPrefix", format!("{prefix:?}: {e}"));
+            None
+        }
+    }
+}
+
+/// An endpoint path as a table match: the literal path, or a regular expression with one
+/// group per parameter.
+struct EndpointPath {
+    pattern: String,
+    params: Vec<String>,
+}
+
+fn compile_endpoint_path(
+    prefix: &str,
+    path: &str,
+    field: &str,
+    check: &mut Check<'_, '_>,
+) -> Option<EndpointPath> {
+    let field = format!("{field}.path");
+    if !path.starts_with('/') {
+        check.invalid(field, format!("{path:?} must start with '/'"));
+        return None;
+    }
+    let mut params = Vec::new();
+    let mut pattern = regex::escape(prefix);
+    let mut literal = prefix.to_string();
+    for segment in path[1..].split('/') {
+        pattern.push('/');
+        literal.push('/');
+        match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) => {
+                let valid = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !valid || params.iter().any(|p| p == name) {
+                    check.invalid(
+                        &field,
+                        format!("{{{name}}} must be a unique name of letters, digits and '_'"),
+                    );
+                    return None;
+                }
+                params.push(name.to_string());
+                pattern.push_str("([^/]+)");
+                literal.push('x');
+            }
+            None if segment.contains(['{', '}']) => {
+                check.invalid(
+                    &field,
+                    format!("{segment:?}: a parameter must be a whole segment, such as {{id}}"),
+                );
+                return None;
+            }
+            None => {
+                pattern.push_str(&regex::escape(segment));
+                literal.push_str(segment);
+            }
+        }
+    }
+    match canonicalize(&literal) {
+        Ok(c) if c == literal => {}
+        _ => {
+            check.invalid(
+                field,
+                format!("{path:?} is not a canonical path (no '.', '..', '//' or odd escapes)"),
+            );
+            return None;
+        }
+    }
+    Some(EndpointPath {
+        pattern: if params.is_empty() { literal } else { pattern },
+        params,
+    })
+}
+
+fn compile_endpoint_kind(
+    endpoint: &config::BffEndpoint,
+    key: &ObjectKey,
+    params: &[String],
+    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    field: &str,
+    check: &mut Check<'_, '_>,
+) -> Option<EndpointKind> {
+    match (&endpoint.pass_through, &endpoint.aggregate) {
+        (Some(p), None) => {
+            let field = format!("{field}.passThrough");
+            let backend = compile_target(&p.address, &p.service, key, services, &field, check);
+            let path = p.path.as_deref().and_then(|t| {
+                compile_template(t, params, &[], &format!("{field}.path"), check)
+            });
+            check_timeout(p.timeout, &format!("{field}.timeout"), check);
+            Some(EndpointKind::PassThrough(bff::PassThrough {
+                backends: routing::BackendSet::new(vec![backend?]),
+                path: match (&p.path, path) {
+                    (Some(_), None) => return None,
+                    (_, path) => path,
+                },
+                timeout: p.timeout.map(|d| d.0),
+            }))
+        }
+        (None, Some(a)) => {
+            let field = format!("{field}.aggregate");
+            compile_parts(&a.parts, key, params, services, &field, check).map(EndpointKind::Aggregate)
+        }
+        _ => {
+            check.invalid(field, "set exactly one of passThrough and aggregate");
+            None
+        }
+    }
+}
+
+fn compile_parts(
+    parts: &[config::Part],
+    key: &ObjectKey,
+    params: &[String],
+    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    field: &str,
+    check: &mut Check<'_, '_>,
+) -> Option<Vec<bff::Part>> {
+    if parts.is_empty() {
+        check.invalid(format!("{field}.parts"), "at least one part is required");
+        return None;
+    }
+    let mut out: Vec<bff::Part> = Vec::new();
+    let mut failed = false;
+    for (pi, part) in parts.iter().enumerate() {
+        let field = format!("{field}.parts[{pi}]");
+        match compile_part(part, pi, parts, &out, key, params, services, &field, check) {
+            Some(p) => out.push(p),
+            None => failed = true,
+        }
+    }
+    (!failed).then_some(out)
+}
+
+#[allow(clippy::too_many_arguments)] // one part, with the context it is checked against
+fn compile_part(
+    part: &config::Part,
+    pi: usize,
+    all: &[config::Part],
+    earlier: &[bff::Part],
+    key: &ObjectKey,
+    params: &[String],
+    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    field: &str,
+    check: &mut Check<'_, '_>,
+) -> Option<bff::Part> {
+    let before = check.problems.len();
+    let name_ok = part
+        .name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && part
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if !name_ok {
+        check.invalid(
+            format!("{field}.name"),
+            format!("{:?} must start with a letter and hold letters, digits, '_' and '-'", part.name),
+        );
+    } else if part.name == "errors" {
+        check.invalid(
+            format!("{field}.name"),
+            "\"errors\" is where failed optional parts are listed; pick another name",
+        );
+    } else if all[..pi].iter().any(|p| p.name == part.name) {
+        check.invalid(format!("{field}.name"), format!("part {:?} is named twice", part.name));
+    }
+
+    let target = match &part.route {
+        Some(route) if part.address.is_none() && part.service.is_none() => {
+            let host = route.host.to_ascii_lowercase();
+            if routing::normalize_host(&host).is_none_or(|h| h != host) {
+                check.invalid(
+                    format!("{field}.route.host"),
+                    format!("{:?} is not a host name without a port", route.host),
+                );
+            }
+            Some(bff::Target::Route { host })
+        }
+        Some(_) => {
+            check.invalid(field, "set exactly one of service, address and route");
+            None
+        }
+        None => compile_target(&part.address, &part.service, key, services, field, check)
+            .map(|b| bff::Target::Backend(routing::BackendSet::new(vec![b]))),
+    };
+
+    let method = match part.method.as_deref() {
+        None => Some(Method::GET),
+        Some(raw) => Method::from_bytes(raw.to_ascii_uppercase().as_bytes())
+            .map_err(|_| check.invalid(format!("{field}.method"), format!("{raw:?} is not an HTTP method")))
+            .ok(),
+    };
+
+    // `after` must name an earlier part, so waiting can never go round in a circle.
+    let after = part.after.as_deref().and_then(|name| {
+        let found = all[..pi].iter().position(|p| p.name == name);
+        if found.is_none() {
+            check.invalid(
+                format!("{field}.after"),
+                format!("{name:?} is not the name of an earlier part"),
+            );
+        }
+        found
+    });
+    // The parts whose answers this one may read: the one it waits for, and theirs.
+    let mut readable = Vec::new();
+    let mut cursor = after;
+    while let Some(i) = cursor {
+        readable.push(all[i].name.clone());
+        cursor = earlier.get(i).and_then(|p| p.after);
+    }
+
+    let path = compile_template(&part.path, params, &readable, &format!("{field}.path"), check);
+    if let Some(p) = &path {
+        if !p.literal_text().starts_with('/') {
+            check.invalid(format!("{field}.path"), "must start with '/'");
+        }
+    }
+    let mut headers = Vec::new();
+    for (hi, h) in part.headers.iter().enumerate() {
+        let f = format!("{field}.headers[{hi}]");
+        match HeaderName::from_bytes(h.name.as_bytes()) {
+            Ok(name) if GATEWAY_HEADERS.contains(&name.as_str()) => check.invalid(
+                format!("{f}.name"),
+                format!("{name} is set by the gateway on every call"),
+            ),
+            Ok(name) => {
+                if let Some(t) = compile_template(&h.value, params, &readable, &format!("{f}.value"), check) {
+                    headers.push((name, t));
+                }
+            }
+            Err(_) => check.invalid(format!("{f}.name"), format!("{:?} is not a header name", h.name)),
+        }
+    }
+    check_timeout(part.timeout, &format!("{field}.timeout"), check);
+    let fields = match Selection::parse(part.fields.iter().map(String::as_str)) {
+        Ok(s) => (!part.fields.is_empty()).then_some(s),
+        Err((i, why)) => {
+            check.invalid(format!("{field}.fields[{i}]"), why);
+            None
+        }
+    };
+
+    if check.problems[before..].iter().any(Problem::rejects) {
+        return None;
+    }
+    Some(bff::Part {
+        name: part.name.clone(),
+        target: target?,
+        method: method?,
+        path: path?,
+        headers,
+        timeout: part.timeout.map_or(bff::DEFAULT_PART_TIMEOUT, |d| d.0),
+        required: part.required.unwrap_or(true),
+        fields,
+        after,
+        stage: after.map_or(0, |i| earlier[i].stage + 1),
+    })
+}
+
+/// A static address or a Service of the BFF's namespace, as a Route backend.
+fn compile_target(
+    address: &Option<String>,
+    service: &Option<config::BffServiceRef>,
+    key: &ObjectKey,
+    services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
+    field: &str,
+    check: &mut Check<'_, '_>,
+) -> Option<routing::Backend> {
+    let backend = config::Backend {
+        address: address.clone(),
+        service: service.as_ref().map(|s| config::ServiceRef {
+            name: s.name.clone(),
+            port: s.port.clone(),
+        }),
+        weight: None,
+    };
+    if backend.address.is_none() && backend.service.is_none() {
+        check.invalid(field, "set one of address and service");
+        return None;
+    }
+    compile_backend(&backend, key, services, field, check)
+}
+
+/// Parses a template and checks that each placeholder can have a value: path parameters
+/// of the endpoint, and parts this one waits for.
+fn compile_template(
+    text: &str,
+    params: &[String],
+    readable_parts: &[String],
+    field: &str,
+    check: &mut Check<'_, '_>,
+) -> Option<Template> {
+    let template = match Template::parse(text) {
+        Ok(t) => t,
+        Err(why) => {
+            check.invalid(field, why);
+            return None;
+        }
+    };
+    for source in template.sources() {
+        match source {
+            Source::Param(name) if !params.contains(name) => {
+                check.invalid(
+                    field,
+                    format!("{{{name}}} is not a parameter of the endpoint path"),
+                );
+                return None;
+            }
+            Source::Part(part, _) if !readable_parts.contains(part) => {
+                check.invalid(
+                    field,
+                    format!("{{{source}}} reads part {part:?}, which this part does not wait for (after)"),
+                );
+                return None;
+            }
+            _ => {}
+        }
+    }
+    Some(template)
+}
+
+fn check_timeout(timeout: Option<config::Duration>, field: &str, check: &mut Check<'_, '_>) {
+    if timeout.is_some_and(|t| t.0.is_zero()) {
+        check.invalid(field, "must be greater than 0");
+    }
+}
