@@ -370,7 +370,10 @@ fn check(config: &std::path::Path, secrets_dir: Option<&std::path::Path>) -> Exi
         }
     };
     if loaded.origins.is_empty() {
-        println!("error: no Route, Policy or BFF found under {}", config.display());
+        println!(
+            "error: no Route, Policy or BFF found under {}",
+            config.display()
+        );
         return ExitCode::FAILURE;
     }
     let mut snapshot = compile::compile(&loaded.resources, None);

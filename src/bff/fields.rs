@@ -67,7 +67,9 @@ mod tests {
     use serde_json::json;
 
     fn select(paths: &[&str], value: Value) -> Value {
-        Selection::parse(paths.iter().copied()).unwrap().apply(value)
+        Selection::parse(paths.iter().copied())
+            .unwrap()
+            .apply(value)
     }
 
     #[test]

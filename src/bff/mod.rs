@@ -75,7 +75,9 @@ pub struct Part {
 pub enum Target {
     Backend(BackendSet),
     /// A host of this gateway, dispatched through the routing table and its Policies.
-    Route { host: String },
+    Route {
+        host: String,
+    },
 }
 
 /// The label of a BFF in metrics, logs and the Policy table; the prefix keeps it apart

@@ -66,7 +66,10 @@ impl Template {
         let mut rest = text;
         while let Some(open) = rest.find(['{', '}']) {
             if rest.as_bytes()[open] == b'}' {
-                return Err(format!("unmatched '}}' at byte {}", text.len() - rest.len() + open));
+                return Err(format!(
+                    "unmatched '}}' at byte {}",
+                    text.len() - rest.len() + open
+                ));
             }
             if open > 0 {
                 pieces.push(Piece::Literal(rest[..open].to_string()));
@@ -109,7 +112,9 @@ impl Template {
             match piece {
                 Piece::Literal(l) => out.push_str(l),
                 Piece::Var(source) => {
-                    let value = source.value(inputs).ok_or_else(|| Missing(source.to_string()))?;
+                    let value = source
+                        .value(inputs)
+                        .ok_or_else(|| Missing(source.to_string()))?;
                     match escape {
                         Escape::Component => out.extend(utf8_percent_encode(&value, COMPONENT)),
                         Escape::Raw => out.push_str(&value),
@@ -125,7 +130,9 @@ impl Template {
 
 impl Source {
     fn parse(inner: &str) -> Result<Source, String> {
-        let bad = || format!("{{{inner}}} is not a placeholder; write {{name}}, {{query.NAME}}, {{header.NAME}}, {{claims.NAME}} or {{parts.PART.FIELD}}");
+        let bad = || {
+            format!("{{{inner}}} is not a placeholder; write {{name}}, {{query.NAME}}, {{header.NAME}}, {{claims.NAME}} or {{parts.PART.FIELD}}")
+        };
         let valid_name = |s: &str| {
             !s.is_empty()
                 && s.bytes()
@@ -274,7 +281,10 @@ mod tests {
             parts: Some(&parts),
             ..Inputs::default()
         };
-        assert!(fill("/{parts.user.tags}", &inputs).is_err(), "a list is no value");
+        assert!(
+            fill("/{parts.user.tags}", &inputs).is_err(),
+            "a list is no value"
+        );
     }
 
     #[test]
@@ -291,7 +301,15 @@ mod tests {
 
     #[test]
     fn bad_templates_are_refused() {
-        for t in ["/{", "/}", "/{}", "/{a b}", "/{nope.x}", "/{parts.user}", "/{query.}"] {
+        for t in [
+            "/{",
+            "/}",
+            "/{}",
+            "/{a b}",
+            "/{nope.x}",
+            "/{parts.user}",
+            "/{query.}",
+        ] {
             assert!(Template::parse(t).is_err(), "{t} should be refused");
         }
         let t = Template::parse("/a/{id}/{parts.u.x.y}").unwrap();

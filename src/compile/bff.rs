@@ -85,7 +85,9 @@ pub(super) fn compile_all(
         let conflict = compiled.claims.iter().find_map(|(claim, field)| {
             let winner = match (route_claims.get(claim), claimed.get(claim)) {
                 (Some(route), _) => format!("Route {route}, as Routes come before BFFs"),
-                (None, Some(other)) => format!("BFF {other}, which is older (or alphabetically first)"),
+                (None, Some(other)) => {
+                    format!("BFF {other}, which is older (or alphabetically first)")
+                }
                 (None, None) => return None,
             };
             let host = if claim.0 == ANY_HOST {
@@ -172,7 +174,8 @@ fn compile_bff(
         ) else {
             continue;
         };
-        let kind = compile_endpoint_kind(endpoint, &key, &path.params, services, &field, &mut check);
+        let kind =
+            compile_endpoint_kind(endpoint, &key, &path.params, services, &field, &mut check);
         let as_match = config::RouteMatch {
             path: Some(config::PathMatch {
                 kind: if path.params.is_empty() {
@@ -195,7 +198,8 @@ fn compile_bff(
             PathCond::Regex(re) => Some(re.clone()),
             _ => None,
         };
-        let endpoint = bff::Endpoint::new(key.clone(), client.clone(), ei, path.params, regex, kind);
+        let endpoint =
+            bff::Endpoint::new(key.clone(), client.clone(), ei, path.params, regex, kind);
         let action = Arc::new(routing::RuleAction {
             route: label.clone(),
             route_key: key.clone(),
@@ -337,9 +341,10 @@ fn compile_endpoint_kind(
         (Some(p), None) => {
             let field = format!("{field}.passThrough");
             let backend = compile_target(&p.address, &p.service, key, services, &field, check);
-            let path = p.path.as_deref().and_then(|t| {
-                compile_template(t, params, &[], &format!("{field}.path"), check)
-            });
+            let path = p
+                .path
+                .as_deref()
+                .and_then(|t| compile_template(t, params, &[], &format!("{field}.path"), check));
             check_timeout(p.timeout, &format!("{field}.timeout"), check);
             Some(EndpointKind::PassThrough(bff::PassThrough {
                 backends: routing::BackendSet::new(vec![backend?]),
@@ -352,7 +357,8 @@ fn compile_endpoint_kind(
         }
         (None, Some(a)) => {
             let field = format!("{field}.aggregate");
-            compile_parts(&a.parts, key, params, services, &field, check).map(EndpointKind::Aggregate)
+            compile_parts(&a.parts, key, params, services, &field, check)
+                .map(EndpointKind::Aggregate)
         }
         _ => {
             check.invalid(field, "set exactly one of passThrough and aggregate");
@@ -373,16 +379,14 @@ fn compile_parts(
         check.invalid(format!("{field}.parts"), "at least one part is required");
         return None;
     }
-    let mut out: Vec<bff::Part> = Vec::new();
-    let mut failed = false;
+    // Index for index with `parts`, so `after` finds its part even when one before failed.
+    let mut out: Vec<Option<bff::Part>> = Vec::new();
     for (pi, part) in parts.iter().enumerate() {
         let field = format!("{field}.parts[{pi}]");
-        match compile_part(part, pi, parts, &out, key, params, services, &field, check) {
-            Some(p) => out.push(p),
-            None => failed = true,
-        }
+        let compiled = compile_part(part, pi, parts, &out, key, params, services, &field, check);
+        out.push(compiled);
     }
-    (!failed).then_some(out)
+    out.into_iter().collect()
 }
 
 #[allow(clippy::too_many_arguments)] // one part, with the context it is checked against
@@ -390,7 +394,7 @@ fn compile_part(
     part: &config::Part,
     pi: usize,
     all: &[config::Part],
-    earlier: &[bff::Part],
+    earlier: &[Option<bff::Part>],
     key: &ObjectKey,
     params: &[String],
     services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
@@ -410,7 +414,10 @@ fn compile_part(
     if !name_ok {
         check.invalid(
             format!("{field}.name"),
-            format!("{:?} must start with a letter and hold letters, digits, '_' and '-'", part.name),
+            format!(
+                "{:?} must start with a letter and hold letters, digits, '_' and '-'",
+                part.name
+            ),
         );
     } else if part.name == "errors" {
         check.invalid(
@@ -418,7 +425,10 @@ fn compile_part(
             "\"errors\" is where failed optional parts are listed; pick another name",
         );
     } else if all[..pi].iter().any(|p| p.name == part.name) {
-        check.invalid(format!("{field}.name"), format!("part {:?} is named twice", part.name));
+        check.invalid(
+            format!("{field}.name"),
+            format!("part {:?} is named twice", part.name),
+        );
     }
 
     let target = match &part.route {
@@ -443,7 +453,12 @@ fn compile_part(
     let method = match part.method.as_deref() {
         None => Some(Method::GET),
         Some(raw) => Method::from_bytes(raw.to_ascii_uppercase().as_bytes())
-            .map_err(|_| check.invalid(format!("{field}.method"), format!("{raw:?} is not an HTTP method")))
+            .map_err(|_| {
+                check.invalid(
+                    format!("{field}.method"),
+                    format!("{raw:?} is not an HTTP method"),
+                )
+            })
             .ok(),
     };
 
@@ -463,10 +478,16 @@ fn compile_part(
     let mut cursor = after;
     while let Some(i) = cursor {
         readable.push(all[i].name.clone());
-        cursor = earlier.get(i).and_then(|p| p.after);
+        cursor = earlier.get(i).and_then(|p| p.as_ref()?.after);
     }
 
-    let path = compile_template(&part.path, params, &readable, &format!("{field}.path"), check);
+    let path = compile_template(
+        &part.path,
+        params,
+        &readable,
+        &format!("{field}.path"),
+        check,
+    );
     if let Some(p) = &path {
         if !p.literal_text().starts_with('/') {
             check.invalid(format!("{field}.path"), "must start with '/'");
@@ -481,11 +502,16 @@ fn compile_part(
                 format!("{name} is set by the gateway on every call"),
             ),
             Ok(name) => {
-                if let Some(t) = compile_template(&h.value, params, &readable, &format!("{f}.value"), check) {
+                if let Some(t) =
+                    compile_template(&h.value, params, &readable, &format!("{f}.value"), check)
+                {
                     headers.push((name, t));
                 }
             }
-            Err(_) => check.invalid(format!("{f}.name"), format!("{:?} is not a header name", h.name)),
+            Err(_) => check.invalid(
+                format!("{f}.name"),
+                format!("{:?} is not a header name", h.name),
+            ),
         }
     }
     check_timeout(part.timeout, &format!("{field}.timeout"), check);
@@ -510,7 +536,9 @@ fn compile_part(
         required: part.required.unwrap_or(true),
         fields,
         after,
-        stage: after.map_or(0, |i| earlier[i].stage + 1),
+        stage: after
+            .and_then(|i| earlier.get(i)?.as_ref())
+            .map_or(0, |p| p.stage + 1),
     })
 }
 
@@ -579,5 +607,212 @@ fn compile_template(
 fn check_timeout(timeout: Option<config::Duration>, field: &str, check: &mut Check<'_, '_>) {
     if timeout.is_some_and(|t| t.0.is_zero()) {
         check.invalid(field, "must be greater than 0");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::compile;
+    use crate::{
+        bff::EndpointKind,
+        compile::{Reason, Snapshot},
+        config::{BffSpec, Meta, Resource, Resources, RouteSpec},
+        routing::{normalize_host, ActionKind, RequestView},
+    };
+    use http::{HeaderMap, Method};
+
+    fn mk_meta(name: &str, created: &str) -> Meta {
+        Meta {
+            name: name.into(),
+            namespace: "shop".into(),
+            creation_timestamp: Some(created.into()),
+            generation: None,
+        }
+    }
+
+    fn mk_bff(name: &str, created: &str, yaml: &str) -> Resource<BffSpec> {
+        Resource {
+            meta: mk_meta(name, created),
+            spec: serde_norway::from_str(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")),
+        }
+    }
+
+    fn mk_route(name: &str, created: &str, yaml: &str) -> Resource<RouteSpec> {
+        Resource {
+            meta: mk_meta(name, created),
+            spec: serde_norway::from_str(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")),
+        }
+    }
+
+    /// "label#endpoint params" of what answers `method host path`, or "404".
+    fn served(snapshot: &Snapshot, method: &str, host: &str, path: &str) -> String {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let host = normalize_host(host).unwrap();
+        let headers = HeaderMap::new();
+        let view = RequestView {
+            host: &host,
+            path,
+            method: &method,
+            headers: &headers,
+            query: None,
+        };
+        let Some(found) = snapshot.router.lookup(&view) else {
+            return "404".into();
+        };
+        match &found.action.kind {
+            ActionKind::Bff(e) => {
+                format!("{}#{} {:?}", found.action.route, e.index, e.params(path))
+            }
+            _ => format!("{}#{}", found.action.route, found.action.rule),
+        }
+    }
+
+    const WEB: &str = "client: web\nhosts: [shop.test]\npathPrefix: /web/\nendpoints:\n\
+        - path: /users/{id}/orders/{order}\n  aggregate: {parts: [{name: a, address: 'a:1', path: '/o/{order}'}]}\n\
+        - path: /users/me\n  passThrough: {address: 'a:1'}\n\
+        - path: /users/{id}\n  method: GET\n  passThrough: {address: 'a:1', path: '/u/{id}'}\n";
+
+    #[test]
+    fn endpoints_match_with_parameters_under_the_prefix() {
+        let resources = Resources {
+            bffs: vec![mk_bff("web", "2026-01-01T00:00:00Z", WEB)],
+            ..Default::default()
+        };
+        let s = compile(&resources, None);
+        assert_eq!(s.problems, []);
+        assert_eq!(
+            served(&s, "GET", "shop.test", "/web/users/7/orders/a%20b"),
+            r#"bff:shop/web#0 [("id", "7"), ("order", "a b")]"#
+        );
+        // An exact endpoint comes before a parameter in the same place.
+        assert_eq!(
+            served(&s, "GET", "shop.test", "/web/users/me"),
+            "bff:shop/web#1 []"
+        );
+        assert_eq!(
+            served(&s, "GET", "shop.test", "/web/users/me2"),
+            r#"bff:shop/web#2 [("id", "me2")]"#
+        );
+        assert_eq!(served(&s, "POST", "shop.test", "/web/users/me2"), "404");
+        assert_eq!(served(&s, "GET", "shop.test", "/web/users/7/x"), "404");
+        assert_eq!(served(&s, "GET", "shop.test", "/users/7"), "404");
+        assert_eq!(served(&s, "GET", "other.test", "/web/users/7"), "404");
+    }
+
+    #[test]
+    fn routes_keep_their_matches_and_older_bffs_win() {
+        let route = mk_route(
+            "api",
+            "2026-06-01T00:00:00Z",
+            "hosts: [shop.test]\nrules:\n- matches: [{path: {type: Exact, value: /web/users/me}}]\n  backends: [{address: 'r:1'}]\n",
+        );
+        let resources = Resources {
+            routes: vec![route],
+            bffs: vec![
+                mk_bff("newer", "2026-02-01T00:00:00Z", WEB),
+                mk_bff(
+                    "older",
+                    "2026-01-01T00:00:00Z",
+                    "client: web\nhosts: [shop.test]\nendpoints:\n- path: /web/users/{x}/orders/{y}\n  passThrough: {address: 'a:1'}\n",
+                ),
+            ],
+            ..Default::default()
+        };
+        let s = compile(&resources, None);
+        let problems: Vec<_> = s
+            .problems
+            .iter()
+            .map(|p| (p.object.name.as_str(), p.field.as_str(), p.reason))
+            .collect();
+        // The regex of `newer`'s first endpoint equals `older`'s, and its second endpoint
+        // is the Route's exact match: the first conflict found rejects it.
+        assert_eq!(
+            problems,
+            [("newer", "spec.endpoints[0].path", Reason::Conflicted)]
+        );
+        assert!(
+            s.problems[0].message.contains("BFF shop/older"),
+            "{}",
+            s.problems[0].message
+        );
+        assert_eq!(
+            served(&s, "GET", "shop.test", "/web/users/me"),
+            "shop/api#0"
+        );
+        assert!(
+            served(&s, "GET", "shop.test", "/web/users/1/orders/2").starts_with("bff:shop/older#0")
+        );
+        assert!(s.bffs.contains_key(&mk_meta("older", "").key()));
+        assert!(!s.bffs.contains_key(&mk_meta("newer", "").key()));
+    }
+
+    #[test]
+    fn problems_name_the_endpoint_and_part() {
+        let yaml = "client: Web\nhosts: [shop.test]\nendpoints:\n\
+            - path: /a/{id}/{id}\n  passThrough: {address: 'a:1'}\n\
+            - path: /b\n  aggregate:\n    parts:\n\
+            \x20   - {name: user, address: 'nohost', path: /u}\n\
+            \x20   - {name: user, address: 'a:1', path: '/u/{parts.x.id}', after: later}\n\
+            \x20   - {name: errors, address: 'a:1', path: 'u', fields: ['a..b'], timeout: 0s}\n\
+            \x20   - {name: h, address: 'a:1', path: /h, headers: [{name: x-request-id, value: v}]}\n\
+            - path: /c\n";
+        let resources = Resources {
+            bffs: vec![mk_bff("bad", "2026-01-01T00:00:00Z", yaml)],
+            ..Default::default()
+        };
+        let s = compile(&resources, None);
+        let fields: Vec<&str> = s.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.client",
+                "spec.endpoints[0].path",
+                "spec.endpoints[1].aggregate.parts[0].address",
+                "spec.endpoints[1].aggregate.parts[1].after",
+                "spec.endpoints[1].aggregate.parts[1].name",
+                "spec.endpoints[1].aggregate.parts[1].path",
+                "spec.endpoints[1].aggregate.parts[2].fields[0]",
+                "spec.endpoints[1].aggregate.parts[2].name",
+                "spec.endpoints[1].aggregate.parts[2].path",
+                "spec.endpoints[1].aggregate.parts[2].timeout",
+                "spec.endpoints[1].aggregate.parts[3].headers[0].name",
+                "spec.endpoints[2]",
+            ]
+        );
+        assert!(s.problems.iter().all(|p| p.reason == Reason::Invalid));
+        assert!(s.bffs.is_empty());
+    }
+
+    #[test]
+    fn stages_follow_after() {
+        let yaml = "client: web\npathPrefix: /x\nendpoints:\n\
+            - path: /s\n  aggregate:\n    parts:\n\
+            \x20   - {name: a, address: 'a:1', path: /a}\n\
+            \x20   - {name: b, address: 'a:1', path: '/b/{parts.a.id}', after: a}\n\
+            \x20   - {name: c, address: 'a:1', path: '/c/{parts.a.id}/{parts.b.id}', after: b}\n\
+            \x20   - {name: d, address: 'a:1', path: /d, required: false}\n";
+        let resources = Resources {
+            bffs: vec![mk_bff("s", "2026-01-01T00:00:00Z", yaml)],
+            ..Default::default()
+        };
+        let s = compile(&resources, None);
+        assert_eq!(s.problems, []);
+        let view = RequestView {
+            host: "any.test",
+            path: "/x/s",
+            method: &Method::GET,
+            headers: &HeaderMap::new(),
+            query: None,
+        };
+        let found = s.router.lookup(&view).unwrap();
+        let ActionKind::Bff(e) = &found.action.kind else {
+            panic!("not a BFF")
+        };
+        let EndpointKind::Aggregate(parts) = &e.kind else {
+            panic!("not an aggregate")
+        };
+        let stages: Vec<(usize, bool)> = parts.iter().map(|p| (p.stage, p.required)).collect();
+        assert_eq!(stages, [(0, true), (1, true), (2, true), (0, false)]);
+        assert_eq!(e.stages(), 3);
     }
 }

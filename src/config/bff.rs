@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 pub struct BffSpec {
     /// The kind of client served (`web`, `mobile`, `admin`, ...). It labels the BFF's
     /// metrics and reaches every backend call in `x-portcullis-client`.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub client: String,
     /// Host names this BFF serves, written as for Routes. Empty means every host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -93,7 +96,10 @@ pub struct Aggregate {
 }]))]
 pub struct Part {
     /// The member of the answer this part's JSON goes under.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]*$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    )]
     pub name: String,
     /// A Service in the BFF's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]

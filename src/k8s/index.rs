@@ -6,8 +6,8 @@
 
 use super::api::{ObjectStatus, Policy, Route, BFF};
 use crate::config::{
-    BffSpec, Meta, ObjectKey, PolicySpec, Resource, Resources, RouteSpec, SecretData, ServiceEndpoints,
-    ServicePort,
+    BffSpec, Meta, ObjectKey, PolicySpec, Resource, Resources, RouteSpec, SecretData,
+    ServiceEndpoints, ServicePort,
 };
 use k8s_openapi::api::{
     core::v1::{Secret, Service},

@@ -18,7 +18,10 @@ pub mod ratelimit;
 
 use crate::{
     compile::{age_key, Problem, Reason},
-    config::{BffSpec, ObjectKey, PolicySpec, RateLimitKeyType, Resource, Resources, RouteSpec, TargetKind},
+    config::{
+        BffSpec, ObjectKey, PolicySpec, RateLimitKeyType, Resource, Resources, RouteSpec,
+        TargetKind,
+    },
 };
 use access::{ApiKeys, BuildErrors, Cors, IpAccess, Preflight};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};

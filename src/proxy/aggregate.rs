@@ -31,7 +31,7 @@ use http::{header, uri, HeaderMap, HeaderName, HeaderValue, Request, Response, S
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
-use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 /// The client name of the BFF a call is made for. Set by the gateway on every call; a
 /// copy sent by the client is removed.
@@ -103,11 +103,12 @@ pub(super) async fn serve(
         Ok(resp) => resp.status(),
         Err(e) => e.status(),
     };
+    let bff = crate::bff::label(&endpoint.bff);
     proxy
         .metrics
         .bff_requests
         .with_label_values(&[
-            &crate::bff::label(&endpoint.bff),
+            bff.as_str(),
             &endpoint.client,
             metrics::status_class(status),
         ])
@@ -164,9 +165,9 @@ async fn pass_through(
                 claims: call.claims.as_ref(),
                 parts: None,
             };
-            let filled = t
-                .fill(&inputs, Escape::Component)
-                .map_err(|_| GatewayError::BadRequest("a value the endpoint's path needs is missing"))?;
+            let filled = t.fill(&inputs, Escape::Component).map_err(|_| {
+                GatewayError::BadRequest("a value the endpoint's path needs is missing")
+            })?;
             canonicalize(&filled)
                 .map(|c| c.into_owned())
                 .map_err(|_| GatewayError::BadRequest("the endpoint's path is not valid"))?
@@ -184,7 +185,9 @@ async fn pass_through(
     headers::set_forwarded(&mut parts.headers, conn.peer.ip(), proto, call.raw_host);
     headers::ensure_traceparent(&mut parts.headers, call.request_id);
     parts.headers.insert(X_REQUEST_ID, call.request_id.clone());
-    parts.headers.insert(X_PORTCULLIS_CLIENT, client_value(endpoint));
+    parts
+        .headers
+        .insert(X_PORTCULLIS_CLIENT, client_value(endpoint));
     parts.uri = upstream_uri(authority, &path, call.query)
         .map_err(|_| GatewayError::BadRequest("request target cannot be forwarded"))?;
     parts.version = http::Version::HTTP_11;
@@ -206,7 +209,8 @@ async fn pass_through(
 // === aggregate ===
 
 async fn aggregate(ctx: &Context<'_>, parts: &[Part]) -> Response<ProxyBody> {
-    let mut results: Vec<Option<Result<Value, PartError>>> = (0..parts.len()).map(|_| None).collect();
+    let mut results: Vec<Option<Result<Value, PartError>>> =
+        (0..parts.len()).map(|_| None).collect();
     let mut answers: HashMap<String, Value> = HashMap::new();
     for stage in 0..ctx.endpoint.stages() {
         let calls = parts
@@ -218,9 +222,9 @@ async fn aggregate(ctx: &Context<'_>, parts: &[Part]) -> Response<ProxyBody> {
                 let answers = &answers;
                 async move {
                     let outcome = match waited {
-                        Some((name, Some(Err(_)))) => {
-                            Err(PartError::Failed(format!("part {name}, which it waits for, failed")))
-                        }
+                        Some((name, Some(Err(_)))) => Err(PartError::Failed(format!(
+                            "part {name}, which it waits for, failed"
+                        ))),
                         _ => run_part(ctx, part, answers).await,
                     };
                     (i, outcome)
@@ -318,22 +322,20 @@ async fn call_part(
         let Ok(v) = value.fill(&inputs, Escape::Raw) else {
             continue;
         };
-        let v = HeaderValue::from_str(&v)
-            .map_err(|_| PartError::Failed(format!("header {name} has a value a header cannot carry")))?;
+        let v = HeaderValue::from_str(&v).map_err(|_| {
+            PartError::Failed(format!("header {name} has a value a header cannot carry"))
+        })?;
         headers.insert(name.clone(), v);
     }
 
     let req = match &part.target {
         Target::Backend(set) => {
-            let pick = set
-                .pick()
-                .and_then(|p| p.endpoint)
-                .ok_or_else(|| PartError::Failed("the service has no endpoint to send to".into()))?;
+            let pick = set.pick().and_then(|p| p.endpoint).ok_or_else(|| {
+                PartError::Failed("the service has no endpoint to send to".into())
+            })?;
             build_request(part, pick, &path, query, headers)?
         }
-        Target::Route { host } => {
-            through_route(ctx, part, host, &path, query, headers).await?
-        }
+        Target::Route { host } => through_route(ctx, part, host, &path, query, headers).await?,
     };
     let resp = send(ctx.proxy, req, part.timeout).await?;
     read_json(resp).await
@@ -363,7 +365,11 @@ async fn through_route(
             .lookup(&view)
             .ok_or_else(|| PartError::Failed(format!("no route for {host}{path}")))?;
         let policy = snapshot.policies.for_route(&found.action.route).cloned();
-        (found.action.clone(), found.matched_prefix.map(str::to_owned), policy)
+        (
+            found.action.clone(),
+            found.matched_prefix.map(str::to_owned),
+            policy,
+        )
     };
     let ActionKind::Forward(forward) = &action.kind else {
         return Err(PartError::Failed(format!(
@@ -394,7 +400,9 @@ async fn through_route(
     };
     let host_value = match &forward.rewrite_host {
         Some(h) => h.clone(),
-        None => HeaderValue::from_str(host).map_err(|_| PartError::Failed("invalid host".into()))?,
+        None => {
+            HeaderValue::from_str(host).map_err(|_| PartError::Failed("invalid host".into()))?
+        }
     };
     headers.insert(header::HOST, host_value);
     action.request_headers.apply(&mut headers);
@@ -402,7 +410,9 @@ async fn through_route(
         .backends
         .pick()
         .and_then(|p| p.endpoint)
-        .ok_or_else(|| PartError::Failed(format!("the Route for {host} has no endpoint to send to")))?;
+        .ok_or_else(|| {
+            PartError::Failed(format!("the Route for {host} has no endpoint to send to"))
+        })?;
     build_request(part, pick, &path, query, headers)
 }
 
@@ -470,7 +480,11 @@ async fn read_json(resp: Response<Incoming>) -> Result<Value, PartError> {
         .to_ascii_lowercase();
     let is_json = essence == "application/json" || essence.ends_with("+json");
     if !is_json {
-        let shown = if essence.is_empty() { "no content type" } else { essence.as_str() };
+        let shown = if essence.is_empty() {
+            "no content type"
+        } else {
+            essence.as_str()
+        };
         return Err(PartError::Failed(format!("answered {shown}, not JSON")));
     }
     serde_json::from_slice(&body)
@@ -493,15 +507,11 @@ fn record_part(ctx: &Context<'_>, part: &Part, outcome: &Result<Value, PartError
             "part failed"
         );
     }
+    let bff = crate::bff::label(&ctx.endpoint.bff);
     ctx.proxy
         .metrics
         .bff_part_calls
-        .with_label_values(&[
-            &crate::bff::label(&ctx.endpoint.bff),
-            &ctx.endpoint.client,
-            &part.name,
-            result,
-        ])
+        .with_label_values(&[bff.as_str(), &ctx.endpoint.client, &part.name, result])
         .inc();
 }
 
@@ -509,7 +519,12 @@ fn describe(err: &PartError) -> String {
     match err {
         PartError::Timeout(t) => format!("no answer within {}", humantime::format_duration(*t)),
         PartError::Failed(why) => why.clone(),
-        PartError::Refused(d) => format!("refused by a Policy ({} {}): {}", d.status.as_u16(), d.code, d.message),
+        PartError::Refused(d) => format!(
+            "refused by a Policy ({} {}): {}",
+            d.status.as_u16(),
+            d.code,
+            d.message
+        ),
     }
 }
 
@@ -553,7 +568,11 @@ fn client_value(endpoint: &Endpoint) -> HeaderValue {
     HeaderValue::from_str(&endpoint.client).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
-fn upstream_uri(authority: &uri::Authority, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+fn upstream_uri(
+    authority: &uri::Authority,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Uri, http::Error> {
     let pq = match query {
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),

@@ -504,7 +504,11 @@ fn path_error_text(e: path::PathError) -> &'static str {
 }
 
 /// Applies a path rewrite and brings the result back to canonical form.
-pub(super) fn rewrite_path(rw: &routing::PathRewrite, path: &str, matched_prefix: Option<&str>) -> String {
+pub(super) fn rewrite_path(
+    rw: &routing::PathRewrite,
+    path: &str,
+    matched_prefix: Option<&str>,
+) -> String {
     let rewritten = match rw {
         routing::PathRewrite::Full(p) => p.clone(),
         routing::PathRewrite::Prefix(replacement) => {

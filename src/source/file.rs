@@ -317,22 +317,22 @@ pub fn parse_into(file: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec
                     ("Policy", key, Parsed::Policy(resource))
                 })
             }
-            Some("BFF") => {
-                serde_path_to_error::deserialize::<_, Document<BffSpec>>(doc).map(|d| {
-                    let key = d.metadata.key();
-                    let resource = Resource {
-                        meta: d.metadata,
-                        spec: d.spec,
-                    };
-                    ("BFF", key, Parsed::Bff(resource))
-                })
-            }
+            Some("BFF") => serde_path_to_error::deserialize::<_, Document<BffSpec>>(doc).map(|d| {
+                let key = d.metadata.key();
+                let resource = Resource {
+                    meta: d.metadata,
+                    spec: d.spec,
+                };
+                ("BFF", key, Parsed::Bff(resource))
+            }),
             Some(other) => {
                 errors.push(err(
                     Some(n),
                     Some("kind".into()),
                     None,
-                    format!("{other:?} is not a kind this gateway reads; expected Route, Policy or BFF"),
+                    format!(
+                        "{other:?} is not a kind this gateway reads; expected Route, Policy or BFF"
+                    ),
                 ));
                 continue;
             }

@@ -154,14 +154,18 @@ async fn the_saas_example_serves_web_and_mobile() {
         }
     }
     status_code(&gw, "www.acme.example", "/bff/home/42", 200).await;
-    let (_, _, body) = get(&gw.url("/bff/home/42"), "www.acme.example").await.unwrap();
+    let (_, _, body) = get(&gw.url("/bff/home/42"), "www.acme.example")
+        .await
+        .unwrap();
     let web: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(web["user"]["path"], "/users/42", "{web}");
     assert_eq!(web["orders"]["query"], "owner=42");
     assert_eq!(web["notifications"]["path"], "/notifications/42");
     assert_eq!(web["user"]["headers"]["x-portcullis-client"][0], "web");
     status_code(&gw, "mobile.acme.example", "/bff/home/42", 200).await;
-    let (_, _, body) = get(&gw.url("/bff/home/42"), "mobile.acme.example").await.unwrap();
+    let (_, _, body) = get(&gw.url("/bff/home/42"), "mobile.acme.example")
+        .await
+        .unwrap();
     let mobile: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         mobile,
@@ -185,7 +189,8 @@ async fn the_saas_example_serves_web_and_mobile() {
         condition_of("bff", &ns.0, "admin", "ResolvedRefs").is_some_and(|c| {
             c.0 == "False"
                 && c.1 == "BackendNotFound"
-                && c.2 == "spec.endpoints[0].aggregate.parts[1].service: Service acme/prices not found"
+                && c.2
+                    == "spec.endpoints[0].aggregate.parts[1].service: Service acme/prices not found"
         })
     })
     .await;

@@ -65,7 +65,11 @@ fn policy(name: &str, target: &str, body: &str) -> String {
 
 #[tokio::test]
 async fn parts_run_in_parallel_and_merge_under_their_names() {
-    let (users, orders, notes) = (echo("users").await, echo("orders").await, echo("notes").await);
+    let (users, orders, notes) = (
+        echo("users").await,
+        echo("orders").await,
+        echo("notes").await,
+    );
     let yaml = bff(
         "web",
         "2026-01-01T00:00:00Z",
@@ -84,7 +88,10 @@ async fn parts_run_in_parallel_and_merge_under_their_names() {
     let took = started.elapsed();
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     assert_eq!(a.header("content-type"), "application/json");
-    assert!(took >= Duration::from_millis(300), "faster than the slowest part: {took:?}");
+    assert!(
+        took >= Duration::from_millis(300),
+        "faster than the slowest part: {took:?}"
+    );
     assert!(
         took < Duration::from_millis(700),
         "three 300 ms parts must overlap, took {took:?}"
@@ -164,7 +171,10 @@ async fn optional_failures_are_named_and_required_ones_fail_the_answer() {
 
     let started = Instant::now();
     let c = get(&gw.url("/web/late"), &[("x-request-id", "late-1")]).await;
-    assert!(started.elapsed() < Duration::from_millis(1500), "the timeout cuts the wait");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the timeout cuts the wait"
+    );
     assert_eq!(c.status, 504);
     assert_eq!(c.json()["error"], "part_timeout");
     assert_eq!(c.json()["part"], "slow");
@@ -193,7 +203,10 @@ async fn non_json_answers_are_refused_naming_the_part() {
     let a = get(&gw.url("/web/text"), &[]).await;
     assert_eq!(a.status, 502);
     assert_eq!(a.json()["part"], "banner");
-    assert_eq!(a.json()["message"], "part banner: answered text/plain, not JSON");
+    assert_eq!(
+        a.json()["message"],
+        "part banner: answered text/plain, not JSON"
+    );
 
     let b = get(&gw.url("/web/malformed"), &[]).await;
     assert_eq!(b.status, 200);
@@ -228,7 +241,9 @@ async fn field_selection_gives_each_client_its_own_shape() {
     assert_eq!(web["catalog"]["items"][0]["price"], 3);
     assert_eq!(web["catalog"]["page"], serde_json::json!({"next": null}));
 
-    let mobile = get(&gw.url("/home"), &[("host", "mobile.test")]).await.json();
+    let mobile = get(&gw.url("/home"), &[("host", "mobile.test")])
+        .await
+        .json();
     assert_eq!(
         mobile,
         serde_json::json!({"catalog": {
@@ -270,10 +285,17 @@ async fn identity_travels_and_clients_cannot_forge_gateway_headers() {
     let a = get(&gw.url("/web/me"), &sent).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.header("x-request-id"), "req-123");
-    let seen = |name: &str| a.json()["user"]["headers"][name][0].as_str().map(str::to_string);
+    let seen = |name: &str| {
+        a.json()["user"]["headers"][name][0]
+            .as_str()
+            .map(str::to_string)
+    };
     assert_eq!(seen("authorization").as_deref(), Some("Bearer token-abc"));
     assert_eq!(seen("x-request-id").as_deref(), Some("req-123"));
-    assert_eq!(seen("x-forwarded-for").as_deref(), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(
+        seen("x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 127.0.0.1")
+    );
     assert_eq!(seen("x-portcullis-client").as_deref(), Some("web"));
     assert_eq!(seen("x-tenant").as_deref(), Some("t-acme"));
     assert!(seen("traceparent").is_some_and(|t| t.starts_with("00-")));
@@ -283,14 +305,20 @@ async fn identity_travels_and_clients_cannot_forge_gateway_headers() {
     // A pass-through keeps the client's headers but not its copies of the gateway's.
     let b = get(&gw.url("/web/raw/x"), &sent).await;
     assert_eq!(b.status, 200);
-    assert_eq!(b.echoed_header("x-portcullis-client").as_deref(), Some("web"));
+    assert_eq!(
+        b.echoed_header("x-portcullis-client").as_deref(),
+        Some("web")
+    );
     assert_eq!(b.echoed_header("x-request-id").as_deref(), Some("req-123"));
     assert_eq!(
         b.echoed_header("x-forwarded-for").as_deref(),
         Some("203.0.113.9, 127.0.0.1")
     );
     assert_eq!(b.echoed_header("x-real-ip"), None);
-    assert_eq!(b.echoed_header("authorization").as_deref(), Some("Bearer token-abc"));
+    assert_eq!(
+        b.echoed_header("authorization").as_deref(),
+        Some("Bearer token-abc")
+    );
 }
 
 #[tokio::test]
@@ -321,7 +349,12 @@ async fn pass_through_rewrites_the_path_and_keeps_query_and_body() {
 
     let b = get(&gw.url("/v1/users/7"), &[("host", "m.test")]).await;
     assert_eq!(b.json()["path"], "/v1/users/7", "no rewrite keeps the path");
-    assert_eq!(get(&gw.url("/v1/users/7"), &[("host", "other.test")]).await.status, 404);
+    assert_eq!(
+        get(&gw.url("/v1/users/7"), &[("host", "other.test")])
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test]
@@ -329,8 +362,16 @@ async fn parts_through_routes_pass_those_routes_policies() {
     let internal = echo("internal").await;
     let yaml = route("keyed", "keyed.internal", internal)
         + &route("walled", "walled.internal", internal)
-        + &policy("keys", "{kind: Route, name: keyed}", "  apiKeys: {keysRef: {name: api-keys}}\n")
-        + &policy("wall", "{kind: Route, name: walled}", "  ipAccess: {deny: [127.0.0.0/8]}\n")
+        + &policy(
+            "keys",
+            "{kind: Route, name: keyed}",
+            "  apiKeys: {keysRef: {name: api-keys}}\n",
+        )
+        + &policy(
+            "wall",
+            "{kind: Route, name: walled}",
+            "  ipAccess: {deny: [127.0.0.0/8]}\n",
+        )
         + &bff(
             "web",
             "2026-01-01T00:00:00Z",
@@ -346,8 +387,11 @@ async fn parts_through_routes_pass_those_routes_policies() {
         Limits::default(),
         |dir| {
             std::fs::create_dir(dir.join("api-keys")).unwrap();
-            std::fs::write(dir.join("api-keys/keys.yaml"), "web: web-key-0123456789abcdef\n")
-                .unwrap();
+            std::fs::write(
+                dir.join("api-keys/keys.yaml"),
+                "web: web-key-0123456789abcdef\n",
+            )
+            .unwrap();
         },
         None,
     )
@@ -358,15 +402,26 @@ async fn parts_through_routes_pass_those_routes_policies() {
     assert_eq!(none.json()["error"], "invalid_api_key");
     assert_eq!(none.json()["part"], "data");
 
-    let wrong = get(&gw.url("/web/keyed"), &[("x-api-key", "not-the-key-at-all")]).await;
+    let wrong = get(
+        &gw.url("/web/keyed"),
+        &[("x-api-key", "not-the-key-at-all")],
+    )
+    .await;
     assert_eq!(wrong.status, 401);
 
-    let good = get(&gw.url("/web/keyed"), &[("x-api-key", "web-key-0123456789abcdef")]).await;
+    let good = get(
+        &gw.url("/web/keyed"),
+        &[("x-api-key", "web-key-0123456789abcdef")],
+    )
+    .await;
     assert_eq!(good.status, 200, "{}", String::from_utf8_lossy(&good.body));
     let data = &good.json()["data"];
     assert_eq!(data["path"], "/data");
     assert_eq!(data["headers"]["x-consumer"][0], "web");
-    assert!(data["headers"].get("x-api-key").is_none(), "the key is removed on the way");
+    assert!(
+        data["headers"].get("x-api-key").is_none(),
+        "the key is removed on the way"
+    );
 
     // The IP rule judges the original caller, here on loopback.
     let walled = get(&gw.url("/web/walled"), &[]).await;
@@ -387,14 +442,22 @@ async fn a_policy_targeting_a_bff_applies_to_every_endpoint() {
     };
     let yaml = bff("admin", "2026-01-01T00:00:00Z", &spec("admin"))
         + &bff("web", "2026-01-01T00:00:00Z", &spec("web"))
-        + &policy("admins-only", "{kind: BFF, name: admin}", "  ipAccess: {deny: [127.0.0.0/8]}\n");
+        + &policy(
+            "admins-only",
+            "{kind: BFF, name: admin}",
+            "  ipAccess: {deny: [127.0.0.0/8]}\n",
+        );
     let gw = TestGateway::start(&yaml).await;
 
     for path in ["/agg", "/pass"] {
         let a = get(&gw.url(path), &[("host", "admin.test")]).await;
         assert_eq!(a.status, 403, "{path}");
         assert_eq!(a.json()["error"], "ip_denied");
-        assert_eq!(get(&gw.url(path), &[("host", "web.test")]).await.status, 200, "{path}");
+        assert_eq!(
+            get(&gw.url(path), &[("host", "web.test")]).await.status,
+            200,
+            "{path}"
+        );
     }
     let problems = gw.gw.as_ref().unwrap().snapshot.load().problems.clone();
     assert!(problems.is_empty(), "{problems:?}");
@@ -493,11 +556,20 @@ async fn bad_bffs_are_rejected_alone_with_the_field_path() {
     let shadowed = of("shadowed");
     assert_eq!(shadowed.len(), 1, "{shadowed:?}");
     assert_eq!(shadowed[0].1, Reason::Conflicted);
-    assert!(shadowed[0].2.contains("Route default/plain"), "{shadowed:?}");
+    assert!(
+        shadowed[0].2.contains("Route default/plain"),
+        "{shadowed:?}"
+    );
 
     // The bad BFF serves nothing, the rest serve on.
-    assert_eq!(get(&gw.url("/ok"), &[("host", "bad.test")]).await.status, 404);
-    assert_eq!(get(&gw.url("/ok"), &[("host", "good.test")]).await.status, 200);
+    assert_eq!(
+        get(&gw.url("/ok"), &[("host", "bad.test")]).await.status,
+        404
+    );
+    assert_eq!(
+        get(&gw.url("/ok"), &[("host", "good.test")]).await.status,
+        200
+    );
     let partial = get(&gw.url("/prices"), &[("host", "good.test")]).await;
     assert_eq!(partial.status, 200);
     assert_eq!(partial.header("x-portcullis-partial"), "p");
