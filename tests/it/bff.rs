@@ -16,6 +16,9 @@ use std::{
 };
 use tokio::net::TcpListener;
 
+#[path = "../common/tokens.rs"]
+mod tokens;
+
 /// A backend that answers every request with `status`, `content_type` and `body`.
 async fn fixed(status: u16, content_type: &'static str, body: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -575,4 +578,62 @@ async fn bad_bffs_are_rejected_alone_with_the_field_path() {
     assert_eq!(partial.header("x-portcullis-partial"), "p");
     let home = get(&gw.url("/home"), &[("host", "shop.test")]).await;
     assert_eq!(home.json()["path"], "/home");
+}
+
+#[tokio::test]
+async fn a_jwt_policy_on_the_bff_gives_parts_its_claims() {
+    let users = echo("users").await;
+    let key = tokens::TestKey::hmac(jsonwebtoken::Algorithm::HS256);
+    let yaml = bff(
+        "web",
+        "2026-01-01T00:00:00Z",
+        &format!(
+            "  client: web\n  pathPrefix: /web\n  endpoints:\n\
+             \x20 - path: /me\n    aggregate:\n      parts:\n\
+             \x20     - {{name: user, address: '{users}', path: '/users/{{claims.sub}}?tier={{claims.tier}}'}}\n"
+        ),
+    ) + &policy(
+        "auth",
+        "{kind: BFF, name: web}",
+        "  jwt: {keysRef: {name: idp}, issuer: https://idp.test, algorithms: [HS256]}\n",
+    );
+    let jwks = tokens::jwks(&[key.jwk("k1", Some("HS256"))]);
+    let gw = TestGateway::with_secrets(
+        &yaml,
+        Limits::default(),
+        |dir| {
+            std::fs::create_dir(dir.join("idp")).unwrap();
+            std::fs::write(dir.join("idp/jwks.json"), &jwks).unwrap();
+        },
+        None,
+    )
+    .await;
+
+    assert_eq!(get(&gw.url("/web/me"), &[]).await.status, 401);
+    let bearer = |sub: &str| {
+        let claims = serde_json::json!({
+            "sub": sub, "tier": 3, "iss": "https://idp.test", "exp": tokens::now() + 600
+        });
+        format!("Bearer {}", key.sign(Some("k1"), &claims))
+    };
+    let alice = bearer("alice smith");
+    let a = get(&gw.url("/web/me"), &[("authorization", &alice)]).await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let user = &a.json()["user"];
+    assert_eq!(user["path"], "/users/alice%20smith");
+    assert_eq!(user["query"], "tier=3");
+    assert_eq!(user["headers"]["authorization"][0], alice.as_str());
+
+    // A value cannot add a segment: its slash is encoded, and an encoded slash is
+    // refused as in any path this gateway sends.
+    let b = get(
+        &gw.url("/web/me"),
+        &[("authorization", &bearer("../admin"))],
+    )
+    .await;
+    assert_eq!(b.status, 502);
+    assert_eq!(
+        b.json()["message"],
+        "part user: path \"/users/..%2Fadmin\": encoded '/' in path"
+    );
 }
