@@ -16,8 +16,7 @@ use std::{
 };
 use tokio::net::TcpListener;
 
-#[path = "../common/tokens.rs"]
-mod tokens;
+use crate::policy_jwt::tokens;
 
 /// A backend that answers every request with `status`, `content_type` and `body`.
 async fn fixed(status: u16, content_type: &'static str, body: &'static str) -> SocketAddr {
