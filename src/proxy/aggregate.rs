@@ -3,7 +3,8 @@
 //!
 //! The handler calls [`serve`] once the endpoint's own Policies admitted the request.
 //! An aggregate runs its parts stage by stage (parts without `after` together, then the
-//! parts waiting for them), each under its own timeout. Every call is built from scratch:
+//! parts waiting for them), each under its own timeout; the first required part that
+//! fails ends it, cancelling the calls still running. Every call is built from scratch:
 //! it carries the caller's `Authorization`, the forwarding headers, the request id, the
 //! trace context and the client name, which the gateway sets and no client header can
 //! override. A part that names a `route` goes through the routing table and that Route's
@@ -27,6 +28,7 @@ use crate::{
     policy::{self, access::client_address, Denial, Refusal, RequestFacts},
     routing::{path::canonicalize, ActionKind, RequestView},
 };
+use futures_util::{stream::FuturesUnordered, StreamExt};
 use http::{header, uri, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -218,19 +220,34 @@ async fn aggregate(ctx: &Context<'_>, parts: &[Part]) -> Response<ProxyBody> {
             .enumerate()
             .filter(|(_, p)| p.stage == stage)
             .map(|(i, part)| {
-                let waited = part.after.map(|a| (&parts[a].name, &results[a]));
+                let waited_failed = part
+                    .after
+                    .filter(|&a| matches!(results[a], Some(Err(_))))
+                    .map(|a| parts[a].name.clone());
                 let answers = &answers;
                 async move {
-                    let outcome = match waited {
-                        Some((name, Some(Err(_)))) => Err(PartError::Failed(format!(
+                    let outcome = match waited_failed {
+                        Some(name) => Err(PartError::Failed(format!(
                             "part {name}, which it waits for, failed"
                         ))),
-                        _ => run_part(ctx, part, answers).await,
+                        None => run_part(ctx, part, answers).await,
                     };
                     (i, outcome)
                 }
             });
-        let done = futures_util::future::join_all(calls).await;
+        let mut running: FuturesUnordered<_> = calls.collect();
+        let mut done = Vec::new();
+        let mut fatal = false;
+        while let Some((i, outcome)) = running.next().await {
+            fatal = parts[i].required && outcome.is_err();
+            done.push((i, outcome));
+            // A required part failed: nothing else can change the answer, so the
+            // calls still running are dropped, which cancels them.
+            if fatal {
+                break;
+            }
+        }
+        drop(running);
         for (i, outcome) in done {
             record_part(ctx, &parts[i], &outcome);
             if let Ok(v) = &outcome {
@@ -238,11 +255,6 @@ async fn aggregate(ctx: &Context<'_>, parts: &[Part]) -> Response<ProxyBody> {
             }
             results[i] = Some(outcome);
         }
-        // A required part failed: nothing later can change the answer.
-        let fatal = results
-            .iter()
-            .zip(parts)
-            .any(|(r, p)| p.required && matches!(r, Some(Err(_))));
         if fatal {
             break;
         }

@@ -139,7 +139,8 @@ async fn optional_failures_are_named_and_required_ones_fail_the_answer() {
              \x20     - {{name: slow, address: '{users}', path: '/x?delayMs=3000', timeout: 200ms, required: false}}\n\
              \x20 - path: /broken\n    aggregate:\n      parts:\n\
              \x20     - {{name: user, address: '{users}', path: /users/1}}\n\
-             \x20     - {{name: prices, address: '{users}', path: /status/503}}\n\
+             \x20     - {{name: prices, address: '{users}', path: '/status/503?delayMs=50'}}\n\
+             \x20     - {{name: slow, address: '{users}', path: '/x?delayMs=3000'}}\n\
              \x20 - path: /late\n    aggregate:\n      parts:\n\
              \x20     - {{name: user, address: '{users}', path: /users/1}}\n\
              \x20     - {{name: slow, address: '{users}', path: '/x?delayMs=3000', timeout: 200ms}}\n"
@@ -158,7 +159,12 @@ async fn optional_failures_are_named_and_required_ones_fail_the_answer() {
         serde_json::json!({"prices": "answered 500", "slow": "no answer within 200ms"})
     );
 
+    let started = Instant::now();
     let b = get(&gw.url("/web/broken"), &[("x-request-id", "broken-1")]).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "a required failure does not wait for the slow part"
+    );
     assert_eq!(b.status, 502);
     assert_eq!(
         b.json(),
