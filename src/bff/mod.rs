@@ -8,11 +8,17 @@
 pub mod fields;
 pub mod template;
 
-use crate::{config::ObjectKey, routing::BackendSet};
+use crate::config::ObjectKey;
 use fields::Selection;
-use http::{HeaderName, Method};
+use http::{uri::Authority, HeaderName, Method};
 use regex::Regex;
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 use template::Template;
 
 /// How long a part may take when it sets no `timeout`.
@@ -46,7 +52,7 @@ pub enum EndpointKind {
 
 #[derive(Debug)]
 pub struct PassThrough {
-    pub backends: BackendSet,
+    pub upstream: Upstream,
     /// The upstream path; the request's own when `None`.
     pub path: Option<Template>,
     pub timeout: Option<Duration>,
@@ -73,17 +79,46 @@ pub struct Part {
 
 #[derive(Debug)]
 pub enum Target {
-    Backend(BackendSet),
+    Upstream(Upstream),
     /// A host of this gateway, dispatched through the routing table and its Policies.
     Route {
         host: String,
     },
 }
 
+/// A Service's endpoints, or a fixed address, taken in turn.
+#[derive(Debug)]
+pub struct Upstream {
+    /// `address` or `service:port` as written, for logs.
+    pub name: Arc<str>,
+    endpoints: Vec<Authority>,
+    next: AtomicUsize,
+}
+
 /// The label of a BFF in metrics, logs and the Policy table; the prefix keeps it apart
 /// from a Route of the same name.
 pub fn label(key: &ObjectKey) -> String {
     format!("bff:{key}")
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    pub fn new(name: impl Into<Arc<str>>, endpoints: Vec<Authority>) -> Upstream {
+        Upstream {
+            name: name.into(),
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The endpoint for the next call; `None` when there is none to send to.
+    pub fn next_endpoint(&self) -> Option<&Authority> {
+        match self.endpoints.len() {
+            0 => None,
+            n => Some(&self.endpoints[self.next.fetch_add(1, Ordering::Relaxed) % n]),
+        }
+    }
 }
 
 // === impl Endpoint ===

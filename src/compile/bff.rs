@@ -7,8 +7,7 @@
 //! the BFF is rejected as `Conflicted`; between two BFFs, the older one wins.
 
 use super::{
-    age_key, compile_backend, compile_hosts, compile_match, parse_time, Check, Problem, Reason,
-    Regexes, ANY_HOST,
+    age_key, compile_hosts, compile_match, parse_time, Check, Problem, Reason, Regexes, ANY_HOST,
 };
 use crate::{
     bff::{self, fields::Selection, template::Source, template::Template, EndpointKind},
@@ -340,14 +339,14 @@ fn compile_endpoint_kind(
     match (&endpoint.pass_through, &endpoint.aggregate) {
         (Some(p), None) => {
             let field = format!("{field}.passThrough");
-            let backend = compile_target(&p.address, &p.service, key, services, &field, check);
+            let upstream = compile_upstream(&p.address, &p.service, key, services, &field, check);
             let path = p
                 .path
                 .as_deref()
                 .and_then(|t| compile_template(t, params, &[], &format!("{field}.path"), check));
             check_timeout(p.timeout, &format!("{field}.timeout"), check);
             Some(EndpointKind::PassThrough(bff::PassThrough {
-                backends: routing::BackendSet::new(vec![backend?]),
+                upstream: upstream?,
                 path: match (&p.path, path) {
                     (Some(_), None) => return None,
                     (_, path) => path,
@@ -446,8 +445,8 @@ fn compile_part(
             check.invalid(field, "set exactly one of service, address and route");
             None
         }
-        None => compile_target(&part.address, &part.service, key, services, field, check)
-            .map(|b| bff::Target::Backend(routing::BackendSet::new(vec![b]))),
+        None => compile_upstream(&part.address, &part.service, key, services, field, check)
+            .map(bff::Target::Upstream),
     };
 
     let method = match part.method.as_deref() {
@@ -542,28 +541,70 @@ fn compile_part(
     })
 }
 
-/// A static address or a Service of the BFF's namespace, as a Route backend.
-fn compile_target(
+/// A static address, or the endpoints of a Service port in the BFF's namespace. A
+/// Service that is missing is reported and leaves the upstream without endpoints.
+fn compile_upstream(
     address: &Option<String>,
     service: &Option<config::BffServiceRef>,
     key: &ObjectKey,
     services: &BTreeMap<ObjectKey, config::ServiceEndpoints>,
     field: &str,
     check: &mut Check<'_, '_>,
-) -> Option<routing::Backend> {
-    let backend = config::Backend {
-        address: address.clone(),
-        service: service.as_ref().map(|s| config::ServiceRef {
-            name: s.name.clone(),
-            port: s.port.clone(),
-        }),
-        weight: None,
-    };
-    if backend.address.is_none() && backend.service.is_none() {
-        check.invalid(field, "set one of address and service");
-        return None;
+) -> Option<bff::Upstream> {
+    match (address, service) {
+        (Some(addr), None) => match addr.parse::<http::uri::Authority>() {
+            Ok(a) if a.port_u16().is_some_and(|p| p != 0) && !addr.contains('@') => {
+                Some(bff::Upstream::new(addr.as_str(), vec![a]))
+            }
+            _ => {
+                check.invalid(
+                    format!("{field}.address"),
+                    format!("{addr:?} is not host:port (for example 10.0.0.5:8080 or users:80)"),
+                );
+                None
+            }
+        },
+        (None, Some(svc)) => {
+            let port_name = match &svc.port {
+                config::PortRef::Number(n) => n.to_string(),
+                config::PortRef::Name(n) => n.clone(),
+            };
+            let svc_key = ObjectKey {
+                namespace: key.namespace.clone(),
+                name: svc.name.clone(),
+            };
+            let port = services.get(&svc_key).and_then(|s| {
+                s.ports.iter().find(|p| match &svc.port {
+                    config::PortRef::Number(n) => p.port == *n,
+                    config::PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
+                })
+            });
+            let endpoints = match port {
+                Some(p) => p
+                    .endpoints
+                    .iter()
+                    .filter_map(|a| a.to_string().parse().ok())
+                    .collect(),
+                None => {
+                    let what = if services.contains_key(&svc_key) {
+                        format!("Service {svc_key} has no port {port_name}")
+                    } else {
+                        format!("Service {svc_key} not found")
+                    };
+                    check.push(format!("{field}.service"), Reason::BackendNotFound, what);
+                    Vec::new()
+                }
+            };
+            Some(bff::Upstream::new(
+                format!("{}:{port_name}", svc.name),
+                endpoints,
+            ))
+        }
+        _ => {
+            check.invalid(field, "set exactly one of address and service");
+            None
+        }
     }
-    compile_backend(&backend, key, services, field, check)
 }
 
 /// Parses a template and checks that each placeholder can have a value: path parameters

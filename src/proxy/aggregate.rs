@@ -26,7 +26,7 @@ use crate::{
     },
     metrics,
     policy::{self, access::client_address, Denial, Refusal, RequestFacts},
-    routing::{path::canonicalize, ActionKind, RequestView},
+    routing::{self, path::canonicalize, ActionKind, RequestView},
 };
 use futures_util::{stream::FuturesUnordered, StreamExt};
 use http::{header, uri, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
@@ -175,8 +175,10 @@ async fn pass_through(
                 .map_err(|_| GatewayError::BadRequest("the endpoint's path is not valid"))?
         }
     };
-    let pick = p.backends.pick().ok_or(GatewayError::NoEndpoints)?;
-    let authority = pick.endpoint.ok_or(GatewayError::NoEndpoints)?;
+    let authority = p
+        .upstream
+        .next_endpoint()
+        .ok_or(GatewayError::NoEndpoints)?;
 
     let (mut parts, body) = req.into_parts();
     // Upgrades are not passed through: a BFF answers plain requests.
@@ -341,11 +343,11 @@ async fn call_part(
     }
 
     let req = match &part.target {
-        Target::Backend(set) => {
-            let pick = set.pick().and_then(|p| p.endpoint).ok_or_else(|| {
-                PartError::Failed("the service has no endpoint to send to".into())
+        Target::Upstream(upstream) => {
+            let endpoint = upstream.next_endpoint().ok_or_else(|| {
+                PartError::Failed(format!("{} has no endpoint to send to", upstream.name))
             })?;
-            build_request(part, pick, &path, query, headers)?
+            build_request(part, endpoint, &path, query, headers)?
         }
         Target::Route { host } => through_route(ctx, part, host, &path, query, headers).await?,
     };
@@ -418,14 +420,15 @@ async fn through_route(
     };
     headers.insert(header::HOST, host_value);
     action.request_headers.apply(&mut headers);
-    let pick = forward
-        .backends
-        .pick()
-        .and_then(|p| p.endpoint)
-        .ok_or_else(|| {
-            PartError::Failed(format!("the Route for {host} has no endpoint to send to"))
-        })?;
-    build_request(part, pick, &path, query, headers)
+    let endpoint = route_endpoint(forward).ok_or_else(|| {
+        PartError::Failed(format!("the Route for {host} has no endpoint to send to"))
+    })?;
+    build_request(part, &endpoint, &path, query, headers)
+}
+
+/// The endpoint a Route rule's own choice of backend gives a call.
+fn route_endpoint(forward: &routing::Forward) -> Option<uri::Authority> {
+    forward.backends.pick()?.endpoint.cloned()
 }
 
 fn build_request(
