@@ -642,3 +642,31 @@ async fn a_jwt_policy_on_the_bff_gives_parts_its_claims() {
         "part user: path \"/users/..%2Fadmin\": encoded '/' in path"
     );
 }
+
+#[test]
+fn check_names_the_bff_endpoint_and_part_at_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bff.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: portcullis.dev/v1alpha1\nkind: BFF\nmetadata: {name: shop, namespace: shop}\n\
+         spec:\n  client: web\n  hosts: [shop.test]\n  endpoints:\n\
+         \x20 - path: /home/{id}\n    aggregate:\n      parts:\n\
+         \x20     - {name: user, address: 'users:80', path: '/users/{id}'}\n\
+         \x20     - {name: prices, service: {name: prices, port: 80}, path: '/p/{id}'}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "document 1: BFF shop/shop: spec.endpoints[0].aggregate.parts[1].service: \
+             Service shop/prices not found"
+        ),
+        "{stdout}"
+    );
+}
