@@ -79,7 +79,23 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody> {
                     })
                 })
                 .collect();
-            let body = serde_json::json!({ "routes": routes, "problems": snapshot.problems });
+            let bffs: Vec<_> = snapshot
+                .bffs
+                .values()
+                .map(|b| {
+                    serde_json::json!({
+                        "apiVersion": crate::config::API_VERSION,
+                        "kind": "BFF",
+                        "metadata": b.meta,
+                        "spec": b.spec,
+                    })
+                })
+                .collect();
+            let body = serde_json::json!({
+                "routes": routes,
+                "bffs": bffs,
+                "problems": snapshot.problems,
+            });
             let mut resp = text(
                 StatusCode::OK,
                 &serde_json::to_string_pretty(&body).unwrap_or_default(),

@@ -377,7 +377,10 @@ fn check(config: &std::path::Path, secrets_dir: Option<&std::path::Path>) -> Exi
         }
     };
     if loaded.origins.is_empty() {
-        println!("error: no Route found under {}", config.display());
+        println!(
+            "error: no Route, Policy or BFF found under {}",
+            config.display()
+        );
         return ExitCode::FAILURE;
     }
     let mut snapshot = compile::compile(&loaded.resources, None);
@@ -399,7 +402,11 @@ fn check(config: &std::path::Path, secrets_dir: Option<&std::path::Path>) -> Exi
         println!("error: {origin}{p}");
     }
     if snapshot.problems.is_empty() {
-        println!("ok: {} route(s)", snapshot.routes.len());
+        println!(
+            "ok: {} route(s), {} BFF(s)",
+            snapshot.routes.len(),
+            snapshot.bffs.len()
+        );
         ExitCode::SUCCESS
     } else {
         println!("{} problem(s)", snapshot.problems.len());

@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub router: Router,
     /// The Routes that serve, by key: each the version given, or a previous good one.
     pub routes: BTreeMap<ObjectKey, Resource<RouteSpec>>,
+    /// The BFFs that serve, by key: each the version given, or a previous good one.
+    pub bffs: BTreeMap<ObjectKey, Resource<config::BffSpec>>,
     pub problems: Vec<Problem>,
     /// Certificates by host, for the TLS listener.
     pub tls: TlsTable,
@@ -94,6 +96,7 @@ impl Snapshot {
         Snapshot {
             router: Router::default(),
             routes: BTreeMap::new(),
+            bffs: BTreeMap::new(),
             problems: Vec::new(),
             tls: TlsTable::default(),
             policies: PolicyTable::default(),
@@ -121,6 +124,7 @@ impl Snapshot {
         match kind {
             "Route" => self.routes.contains_key(key),
             "Policy" => self.policies.policies.contains_key(key),
+            "BFF" => self.bffs.contains_key(key),
             _ => false,
         }
     }
@@ -181,6 +185,14 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
         oldest_first.push(key.clone());
         routes.insert(key, route);
     }
+    let bffs = bff::compile_all(
+        resources,
+        previous.map(|p| &p.bffs),
+        &claimed,
+        &mut reuse,
+        &mut problems,
+    );
+    specs.extend(bffs.entries);
     let tls = tls::build(
         resources,
         oldest_first.iter().map(|k| &routes[k]),
@@ -190,6 +202,7 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
     let policies = policy::build(
         resources,
         &routes,
+        &bffs.serving,
         previous.map(|p| &p.policies),
         &mut problems,
     );
@@ -198,6 +211,7 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
     Snapshot {
         router: Router::build(specs),
         routes,
+        bffs: bffs.serving,
         problems,
         tls,
         policies,
@@ -262,6 +276,7 @@ struct CompiledRoute {
 
 /// Collects problems of one object, and compiles its regular expressions.
 struct Check<'a, 'p> {
+    kind: &'static str,
     object: &'a ObjectKey,
     problems: &'a mut Vec<Problem>,
     reuse: &'a mut Reuse<'p>,
@@ -303,7 +318,7 @@ impl Check<'_, '_> {
 
     fn push(&mut self, field: impl Into<String>, reason: Reason, message: impl Into<String>) {
         self.problems.push(Problem {
-            kind: "Route",
+            kind: self.kind,
             object: self.object.clone(),
             field: field.into(),
             reason,
@@ -320,6 +335,7 @@ fn compile_route(
 ) -> Option<CompiledRoute> {
     let key = route.meta.key();
     let mut check = Check {
+        kind: "Route",
         object: &key,
         problems,
         reuse,
@@ -1208,6 +1224,7 @@ fn parse_address(addr: &str) -> Option<http::uri::Authority> {
     (port != 0 && !authority.host().is_empty() && !addr.contains('@')).then_some(authority)
 }
 
+mod bff;
 mod transport;
 
 #[cfg(test)]

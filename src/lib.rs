@@ -9,6 +9,7 @@
 //! metrics and the current configuration; [`echo`] is a small backend for tests and demos.
 
 pub mod admin;
+pub mod bff;
 pub mod cli;
 pub mod compile;
 pub mod config;

@@ -56,6 +56,12 @@ pub struct Metrics {
     /// Requests admitted with an API key, by `route` and `consumer` (the names in the
     /// keys' Secret, so the label set stays as small as the configuration).
     pub consumer_requests: IntCounterVec,
+    /// Requests answered by BFF endpoints, by `bff` (`bff:namespace/name`), `client`
+    /// and `status_class`.
+    pub bff_requests: IntCounterVec,
+    /// Calls made by BFF aggregates, by `bff`, `client`, `part` and `result` (`ok`,
+    /// `failed`, `timeout`, `refused`).
+    pub bff_part_calls: IntCounterVec,
 }
 
 impl Metrics {
@@ -179,6 +185,22 @@ impl Metrics {
             &["route", "code"],
         )
         .expect("valid metric");
+        let bff_requests = IntCounterVec::new(
+            Opts::new(
+                "bff_requests_total",
+                "Requests answered by BFF endpoints, by BFF, client and status class",
+            ),
+            &["bff", "client", "status_class"],
+        )
+        .expect("valid metric");
+        let bff_part_calls = IntCounterVec::new(
+            Opts::new(
+                "bff_part_calls_total",
+                "Calls made by BFF aggregates, by BFF, client, part and result",
+            ),
+            &["bff", "client", "part", "result"],
+        )
+        .expect("valid metric");
 
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -197,6 +219,8 @@ impl Metrics {
             Box::new(rate_limit_redis_up.clone()),
             Box::new(policy_denials.clone()),
             Box::new(consumer_requests.clone()),
+            Box::new(bff_requests.clone()),
+            Box::new(bff_part_calls.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -218,12 +242,14 @@ impl Metrics {
             rate_limit_redis_up,
             policy_denials,
             consumer_requests,
+            bff_requests,
+            bff_part_calls,
         }
     }
 
     /// Sets the count of objects not serving as written, by kind.
     pub fn observe_rejections(&self, snapshot: &crate::compile::Snapshot) {
-        for kind in ["Route", "Policy"] {
+        for kind in ["Route", "Policy", "BFF"] {
             self.config_rejected_objects
                 .with_label_values(&[kind])
                 .set(snapshot.rejected_count(kind) as i64);

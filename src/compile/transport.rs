@@ -235,12 +235,15 @@ mod tests {
         let found = snapshot.router.lookup(&view).expect("the route serves");
         match &found.action.kind {
             ActionKind::Forward(f) => &f.backends.backends()[0],
-            ActionKind::Redirect(_) => panic!("a redirect"),
+            ActionKind::Redirect(_) | ActionKind::Bff(_) => panic!("not a forward"),
         }
     }
 
     fn endpoints(b: &Backend) -> Vec<String> {
-        b.endpoints.iter().map(|a| a.authority.to_string()).collect()
+        b.endpoints
+            .iter()
+            .map(|a| a.authority.to_string())
+            .collect()
     }
 
     #[test]

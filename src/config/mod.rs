@@ -3,10 +3,12 @@
 //! Every source (YAML files, the cluster) turns what it reads into these types and hands
 //! them to [`crate::compile`]. The Kubernetes side wraps the same specs in its CRD types.
 
+mod bff;
 mod duration;
 mod policy;
 mod route;
 
+pub use bff::*;
 pub use duration::Duration;
 pub use policy::*;
 pub use route::*;
@@ -78,6 +80,7 @@ impl std::fmt::Display for ObjectKey {
 pub struct Resources {
     pub routes: Vec<Resource<RouteSpec>>,
     pub policies: Vec<Resource<PolicySpec>>,
+    pub bffs: Vec<Resource<BffSpec>>,
     /// Endpoints of each Service port, already merged and filtered for readiness by
     /// the source that watched them.
     pub services: std::collections::BTreeMap<ObjectKey, ServiceEndpoints>,

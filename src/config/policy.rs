@@ -51,6 +51,10 @@ pub struct TargetRef {
 )]
 pub enum TargetKind {
     Route,
+    /// Every endpoint of the BFF; the calls its aggregates make are held to the Policies
+    /// of what they call.
+    #[allow(clippy::upper_case_acronyms)] // the kind as users write it
+    BFF,
 }
 
 /// JWT authentication and authorization on claims.

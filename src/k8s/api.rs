@@ -49,6 +49,27 @@ pub struct PolicyResource {
     pub spec: config::PolicySpec,
 }
 
+/// The spec of the `BFF` custom resource: the domain's [`config::BffSpec`].
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "portcullis.dev",
+    version = "v1alpha1",
+    kind = "BFF",
+    plural = "bffs",
+    namespaced,
+    status = "ObjectStatus",
+    category = "portcullis",
+    printcolumn = r#"{"name":"Client","type":"string","jsonPath":".spec.client"}"#,
+    printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+pub struct BffResource {
+    #[serde(flatten)]
+    pub spec: config::BffSpec,
+}
+
 /// Status of every Portcullis object: `Accepted`, `ResolvedRefs` and `Programmed`
 /// conditions.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -59,7 +80,7 @@ pub struct ObjectStatus {
 
 /// Every CustomResourceDefinition the gateway reads, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Route::crd(), Policy::crd()]
+    vec![Route::crd(), Policy::crd(), BFF::crd()]
 }
 
 /// The CRDs as one multi-document YAML text, as `portcullis crds` prints it.

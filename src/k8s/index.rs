@@ -4,10 +4,10 @@
 //! turns the current state into the input of the compile step. Nothing here does I/O, so
 //! its tests are plain `#[test]` functions.
 
-use super::api::{ObjectStatus, Policy, Route};
+use super::api::{ObjectStatus, Policy, Route, BFF};
 use crate::config::{
-    Meta, ObjectKey, PolicySpec, Resource, Resources, RouteSpec, SecretData, ServiceEndpoints,
-    ServicePort,
+    BffSpec, Meta, ObjectKey, PolicySpec, Resource, Resources, RouteSpec, SecretData,
+    ServiceEndpoints, ServicePort,
 };
 use k8s_openapi::api::{
     core::v1::{Secret, Service},
@@ -27,6 +27,7 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub struct Index {
     routes: BTreeMap<ObjectKey, RouteEntry>,
     policies: BTreeMap<ObjectKey, PolicyEntry>,
+    bffs: BTreeMap<ObjectKey, BffEntry>,
     services: BTreeMap<ObjectKey, Vec<ServicePortSpec>>,
     slices: BTreeMap<ObjectKey, Slice>,
     secrets: BTreeMap<ObjectKey, SecretData>,
@@ -51,6 +52,7 @@ pub struct Entry<S> {
 
 pub type RouteEntry = Entry<RouteSpec>;
 pub type PolicyEntry = Entry<PolicySpec>;
+pub type BffEntry = Entry<BffSpec>;
 
 #[derive(Clone, Debug, PartialEq)]
 struct ServicePortSpec {
@@ -112,6 +114,35 @@ impl Index {
 
     pub fn policies(&self) -> impl Iterator<Item = &PolicyEntry> {
         self.policies.values()
+    }
+
+    pub fn apply_bff(&mut self, bff: &BFF) -> Changed {
+        let entry = entry(bff, bff.spec.spec.clone(), bff.status.clone());
+        let key = entry.resource.meta.key();
+        let changed = match self.bffs.get(&key) {
+            Some(old) if old.resource == entry.resource => Changed::No,
+            _ => Changed::Yes,
+        };
+        self.bffs.insert(key, entry);
+        changed
+    }
+
+    pub fn delete_bff(&mut self, bff: &BFF) -> Changed {
+        changed(self.bffs.remove(&key_of(bff)).is_some())
+    }
+
+    /// Replaces every BFF in `namespace` (all namespaces when `None`) with `bffs`.
+    pub fn reset_bffs(&mut self, namespace: Option<&str>, bffs: &[BFF]) -> Changed {
+        let before = self.bffs.clone();
+        self.bffs.retain(|k, _| !in_scope(k, namespace));
+        for b in bffs {
+            self.apply_bff(b);
+        }
+        changed(before != self.bffs)
+    }
+
+    pub fn bffs(&self) -> impl Iterator<Item = &BffEntry> {
+        self.bffs.values()
     }
 
     pub fn apply_route(&mut self, route: &Route) -> Changed {
@@ -226,6 +257,7 @@ impl Index {
         Resources {
             routes,
             policies: self.policies.values().map(|e| e.resource.clone()).collect(),
+            bffs: self.bffs.values().map(|e| e.resource.clone()).collect(),
             services,
             secrets: self.secrets.clone(),
             ..Resources::default()

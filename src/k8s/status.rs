@@ -1,4 +1,4 @@
-//! Route and Policy status: the conditions each object should carry, and the writer that patches them
+//! Route, Policy and BFF status: the conditions each object should carry, and the writer that patches them
 //! when this replica holds the lease.
 //!
 //! Conditions are computed from the snapshot alone and keep their transition time while
@@ -6,8 +6,8 @@
 //! gives: status writes cannot re-trigger themselves.
 
 use super::{
-    api::{ObjectStatus, Policy, Route},
-    index::{Entry, PolicyEntry, RouteEntry},
+    api::{ObjectStatus, Policy, Route, BFF},
+    index::{BffEntry, Entry, PolicyEntry, RouteEntry},
     watch::Compiled,
 };
 use crate::{
@@ -78,6 +78,21 @@ pub fn desired_policy_conditions(
     )
 }
 
+/// The three conditions of one BFF, computed from a snapshot.
+pub fn desired_bff_conditions(
+    entry: &BffEntry,
+    snapshot: &Snapshot,
+    now: Timestamp,
+) -> Vec<Condition> {
+    desired(
+        "BFF",
+        &entry.resource.meta,
+        entry.status.as_ref(),
+        snapshot,
+        now,
+    )
+}
+
 fn desired(
     kind: &str,
     meta: &Meta,
@@ -134,6 +149,7 @@ fn desired(
     };
     let served = match kind {
         "Route" => snapshot.routes.get(&key).map(|r| r.meta.generation),
+        "BFF" => snapshot.bffs.get(&key).map(|b| b.meta.generation),
         _ => snapshot
             .policies
             .policies
@@ -203,7 +219,7 @@ struct Target {
     generation: Option<i64>,
 }
 
-/// Writes Route and Policy status whenever a new snapshot arrives (or every [`RESYNC`]) while
+/// Writes Route, Policy and BFF status whenever a new snapshot arrives (or every [`RESYNC`]) while
 /// `is_leader` is true. Runs until the task is dropped.
 pub async fn run_writer(
     client: Client,
@@ -250,8 +266,15 @@ pub async fn run_writer(
                 desired_policy_conditions(e, &c.snapshot, now),
             )
         });
+        let bffs = c.bffs.iter().map(|e| {
+            (
+                target("BFF", e),
+                e.status.as_ref(),
+                desired_bff_conditions(e, &c.snapshot, now),
+            )
+        });
         let mut todo = Vec::new();
-        for (target, status, mut desired) in routes.chain(policies) {
+        for (target, status, mut desired) in routes.chain(policies).chain(bffs) {
             let id = (target.kind, target.key.clone());
             if let Some(prev) = written.get(&id) {
                 carry_times(&mut desired, prev);
@@ -355,6 +378,10 @@ async fn write(
         match kind {
             "Policy" => {
                 let api: Api<Policy> = Api::namespaced(client.clone(), &key.namespace);
+                api.patch_status(&key.name, &params, &patch).await.map(drop)
+            }
+            "BFF" => {
+                let api: Api<BFF> = Api::namespaced(client.clone(), &key.namespace);
                 api.patch_status(&key.name, &params, &patch).await.map(drop)
             }
             _ => {

@@ -2,8 +2,8 @@
 //! that compiles and publishes snapshots.
 
 use super::{
-    api::{Policy, Route},
-    index::{reduce_secret, Changed, Index, PolicyEntry, RouteEntry, SecretEntry},
+    api::{Policy, Route, BFF},
+    index::{reduce_secret, BffEntry, Changed, Index, PolicyEntry, RouteEntry, SecretEntry},
 };
 use crate::{
     compile::{self, Snapshot},
@@ -44,12 +44,14 @@ pub struct Compiled {
     pub snapshot: Arc<Snapshot>,
     pub routes: Vec<RouteEntry>,
     pub policies: Vec<PolicyEntry>,
+    pub bffs: Vec<BffEntry>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Kind {
     Route,
     Policy,
+    Bff,
     Service,
     EndpointSlice,
     Secret,
@@ -59,6 +61,7 @@ enum Kind {
 enum Update {
     Route(Option<String>, Box<watcher::Event<Route>>),
     Policy(Option<String>, Box<watcher::Event<Policy>>),
+    Bff(Option<String>, Box<watcher::Event<BFF>>),
     Service(Option<String>, Box<watcher::Event<Service>>),
     Slice(Option<String>, Box<watcher::Event<EndpointSlice>>),
     Secret(Option<String>, Box<watcher::Event<SecretEntry>>),
@@ -104,6 +107,12 @@ pub async fn run(
             tx.clone(),
             |s, e| Update::Policy(s, Box::new(e)),
         ));
+        tasks.push(spawn_watch::<BFF>(
+            &client,
+            scope.clone(),
+            tx.clone(),
+            |s, e| Update::Bff(s, Box::new(e)),
+        ));
         tasks.push(spawn_watch::<Service>(
             &client,
             scope.clone(),
@@ -125,7 +134,7 @@ pub async fn run(
         buffers: Buffers::default(),
         synced: BTreeSet::new(),
     };
-    let needed = scopes.len() * 5;
+    let needed = scopes.len() * 6;
     let mut dirty = false;
     while let Some(update) = rx.recv().await {
         dirty |= state.handle(update) == Changed::Yes;
@@ -210,10 +219,12 @@ fn publish(
     snapshot.store(next.clone());
     let routes = index.routes().cloned().collect();
     let policies = index.policies().cloned().collect();
+    let bffs = index.bffs().cloned().collect();
     let _ = compiled_tx.send(Some(Compiled {
         snapshot: next,
         routes,
         policies,
+        bffs,
     }));
 }
 
@@ -298,6 +309,7 @@ async fn forward<K>(
 struct Buffers {
     routes: HashMap<Option<String>, Vec<Route>>,
     policies: HashMap<Option<String>, Vec<Policy>>,
+    bffs: HashMap<Option<String>, Vec<BFF>>,
     services: HashMap<Option<String>, Vec<Service>>,
     slices: HashMap<Option<String>, Vec<EndpointSlice>>,
     secrets: HashMap<Option<String>, Vec<SecretEntry>>,
@@ -334,6 +346,17 @@ impl State {
                     let objs = self.buffers.policies.remove(&scope).unwrap_or_default();
                     self.synced.insert((Kind::Policy, scope.clone()));
                     idx.reset_policies(scope.as_deref(), &objs)
+                }
+            },
+            Update::Bff(scope, ev) => match *ev {
+                Apply(o) => idx.apply_bff(&o),
+                Delete(o) => idx.delete_bff(&o),
+                Init => buffer(&mut self.buffers.bffs, scope, None),
+                InitApply(o) => buffer(&mut self.buffers.bffs, scope, Some(o)),
+                InitDone => {
+                    let objs = self.buffers.bffs.remove(&scope).unwrap_or_default();
+                    self.synced.insert((Kind::Bff, scope.clone()));
+                    idx.reset_bffs(scope.as_deref(), &objs)
                 }
             },
             Update::Service(scope, ev) => match *ev {

@@ -18,7 +18,10 @@ pub mod ratelimit;
 
 use crate::{
     compile::{age_key, Problem, Reason},
-    config::{ObjectKey, PolicySpec, RateLimitKeyType, Resource, Resources, RouteSpec, TargetKind},
+    config::{
+        BffSpec, ObjectKey, PolicySpec, RateLimitKeyType, Resource, Resources, RouteSpec,
+        TargetKind,
+    },
 };
 use access::{ApiKeys, BuildErrors, Cors, IpAccess, Preflight};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -84,12 +87,13 @@ impl PolicyTable {
 pub fn build(
     resources: &Resources,
     routes: &BTreeMap<ObjectKey, Resource<RouteSpec>>,
+    bffs: &BTreeMap<ObjectKey, Resource<BffSpec>>,
     previous: Option<&PolicyTable>,
     problems: &mut Vec<Problem>,
 ) -> PolicyTable {
     let jwks = previous.map(|p| p.jwks.clone()).unwrap_or_default();
     let mut serving: Vec<(Resource<PolicySpec>, Arc<BuiltPolicy>)> = Vec::new();
-    let mut broken: Vec<(ObjectKey, String)> = Vec::new();
+    let mut broken: Vec<((TargetKind, ObjectKey), String)> = Vec::new();
     for policy in &resources.policies {
         let key = policy.meta.key();
         let reuse = previous.and_then(|p| p.built.get(&key));
@@ -127,28 +131,34 @@ pub fn build(
         introspection: Option<(ObjectKey, Arc<Introspection>)>,
         broken: Option<String>,
     }
-    let mut claims: BTreeMap<ObjectKey, Claims> = BTreeMap::new();
+    let mut claims: BTreeMap<(TargetKind, ObjectKey), Claims> = BTreeMap::new();
+    let serves = |(kind, key): &(TargetKind, ObjectKey)| match kind {
+        TargetKind::Route => routes.contains_key(key),
+        TargetKind::BFF => bffs.contains_key(key),
+    };
     for (policy, built) in &serving {
         let key = policy.meta.key();
         for (i, target) in policy.spec.target_refs.iter().enumerate() {
-            let route = target_key(&key, target);
-            if !routes.contains_key(&route) {
+            let target_id = target_key(&key, target);
+            let route = &target_id.1;
+            if !serves(&target_id) {
                 problems.push(problem(
                     &key,
                     format!("spec.targetRefs[{i}]"),
                     Reason::TargetNotFound,
-                    format!("Route {route} not found, or not served"),
+                    format!("{:?} {route} not found, or not served", target.kind),
                 ));
                 continue;
             }
-            let c = claims.entry(route.clone()).or_default();
+            let c = claims.entry(target_id.clone()).or_default();
             let mut conflict = |section: &str, owner: &ObjectKey| {
                 problems.push(problem(
                     &key,
                     format!("spec.{section}"),
                     Reason::Conflicted,
                     format!(
-                        "Route {route} already has {section} from Policy {owner}, which is older"
+                        "{:?} {route} already has {section} from Policy {owner}, which is older",
+                        target.kind
                     ),
                 ));
             };
@@ -172,14 +182,14 @@ pub fn build(
         }
     }
     for (route, why) in broken {
-        if routes.contains_key(&route) {
+        if serves(&route) {
             claims.entry(route).or_default().broken = Some(why);
         }
     }
 
     let by_route = claims
         .into_iter()
-        .map(|(route, c)| {
+        .map(|((kind, key), c)| {
             let policy = RoutePolicy {
                 ip_access: c.ip_access.map(|(_, s)| s),
                 cors: c.cors.map(|(_, s)| s),
@@ -189,7 +199,11 @@ pub fn build(
                 introspection: c.introspection.map(|(_, s)| s),
                 broken: c.broken,
             };
-            (Arc::from(route.to_string()), Arc::new(policy))
+            let label = match kind {
+                TargetKind::Route => key.to_string(),
+                TargetKind::BFF => crate::bff::label(&key),
+            };
+            (Arc::from(label), Arc::new(policy))
         })
         .collect();
     let mut policies = BTreeMap::new();
@@ -207,13 +221,12 @@ pub fn build(
     }
 }
 
-fn target_key(policy: &ObjectKey, target: &crate::config::TargetRef) -> ObjectKey {
-    match target.kind {
-        TargetKind::Route => ObjectKey {
-            namespace: policy.namespace.clone(),
-            name: target.name.clone(),
-        },
-    }
+fn target_key(policy: &ObjectKey, target: &crate::config::TargetRef) -> (TargetKind, ObjectKey) {
+    let key = ObjectKey {
+        namespace: policy.namespace.clone(),
+        name: target.name.clone(),
+    };
+    (target.kind, key)
 }
 
 fn problem(key: &ObjectKey, field: String, reason: Reason, message: String) -> Problem {

@@ -9,6 +9,7 @@
 //!    and metrics written when the body ends.
 
 use super::{
+    aggregate,
     body::{empty, IdleTimeout, Observed, ProxyBody},
     conn::ConnInfo,
     error::GatewayError,
@@ -254,11 +255,14 @@ async fn route_and_forward(
                 matched_prefix.as_deref(),
             ))
         }
-        ActionKind::Forward(f) => f,
+        ActionKind::Forward(f) => Ok(f),
+        // Policed below like a forward, then served by the aggregation.
+        ActionKind::Bff(endpoint) => Err(endpoint),
     };
 
     // Judged on the headers as the client sent them, before any are rewritten.
     let client = client_address(conn.peer.ip(), req.headers(), &proxy.trusted_proxies);
+    let mut claims = None;
     if let Some(policy) = &policy {
         let facts = RequestFacts {
             method: &req.method().clone(),
@@ -280,6 +284,7 @@ async fn route_and_forward(
                     decision.record(&proxy.metrics);
                     ex.rate_limit = Some(decision);
                 }
+                claims = admission.claims.map(|c| c.0);
             }
             Err(Refusal::Preflight(headers)) => {
                 let mut resp = Response::new(empty());
@@ -311,6 +316,19 @@ async fn route_and_forward(
         }
         ex.cors = policy.cors.clone().map(|c| (c, origin));
     }
+    let forward = match forward {
+        Ok(f) => f,
+        Err(endpoint) => {
+            let call = aggregate::Call {
+                path: &canonical,
+                query: query.as_deref(),
+                raw_host: &raw_host,
+                request_id: &ex.request_id,
+                claims,
+            };
+            return aggregate::serve(proxy, conn, req, endpoint, call).await;
+        }
+    };
 
     let body_limit = action.max_body_bytes.unwrap_or(proxy.limits.max_body_bytes);
     if let Some(len) = content_length(&req) {
@@ -514,7 +532,11 @@ fn path_error_text(e: path::PathError) -> &'static str {
 }
 
 /// Applies a path rewrite and brings the result back to canonical form.
-fn rewrite_path(rw: &routing::PathRewrite, path: &str, matched_prefix: Option<&str>) -> String {
+pub(super) fn rewrite_path(
+    rw: &routing::PathRewrite,
+    path: &str,
+    matched_prefix: Option<&str>,
+) -> String {
     let rewritten = match rw {
         routing::PathRewrite::Full(p) => p.clone(),
         routing::PathRewrite::Prefix(replacement) => {

@@ -4,6 +4,7 @@
 //! the rule it picked for the life of that request, so a new snapshot never touches a
 //! request or stream that is already running.
 
+mod aggregate;
 mod body;
 mod conn;
 mod error;
@@ -16,6 +17,7 @@ mod probe;
 pub mod trace;
 mod transport;
 
+pub use aggregate::{X_PORTCULLIS_CLIENT, X_PORTCULLIS_PARTIAL};
 pub use body::{full, ProxyBody};
 pub use error::GatewayError;
 

@@ -36,6 +36,8 @@ pub struct RouteHttps {
 pub enum ActionKind {
     Forward(Box<Forward>),
     Redirect(RedirectAction),
+    /// An endpoint of a BFF, served by the proxy's aggregation.
+    Bff(Arc<crate::bff::Endpoint>),
 }
 
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 //! field path and the line, so the last good snapshot keeps serving. Objects that parse
 //! but are wrong are reported by the compile step and rejected alone.
 
-use crate::config::{Meta, PolicySpec, Resource, Resources, RouteSpec, API_VERSION};
+use crate::config::{BffSpec, Meta, PolicySpec, Resource, Resources, RouteSpec, API_VERSION};
 use serde::Deserialize;
 use std::{
     collections::BTreeMap,
@@ -317,12 +317,22 @@ pub fn parse_into(file: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec
                     ("Policy", key, Parsed::Policy(resource))
                 })
             }
+            Some("BFF") => serde_path_to_error::deserialize::<_, Document<BffSpec>>(doc).map(|d| {
+                let key = d.metadata.key();
+                let resource = Resource {
+                    meta: d.metadata,
+                    spec: d.spec,
+                };
+                ("BFF", key, Parsed::Bff(resource))
+            }),
             Some(other) => {
                 errors.push(err(
                     Some(n),
                     Some("kind".into()),
                     None,
-                    format!("{other:?} is not a kind this gateway reads; expected Route or Policy"),
+                    format!(
+                        "{other:?} is not a kind this gateway reads; expected Route, Policy or BFF"
+                    ),
                 ));
                 continue;
             }
@@ -331,7 +341,7 @@ pub fn parse_into(file: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec
                     Some(n),
                     Some("kind".into()),
                     None,
-                    "missing; write Route or Policy".into(),
+                    "missing; write Route, Policy or BFF".into(),
                 ));
                 continue;
             }
@@ -352,6 +362,7 @@ pub fn parse_into(file: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec
                 match parsed {
                     Parsed::Route(r) => loaded.resources.routes.push(r),
                     Parsed::Policy(p) => loaded.resources.policies.push(p),
+                    Parsed::Bff(b) => loaded.resources.bffs.push(b),
                 }
             }
             Err(e) => {
@@ -373,6 +384,7 @@ pub fn parse_into(file: &Path, text: &str, loaded: &mut Loaded, errors: &mut Vec
 enum Parsed {
     Route(Resource<RouteSpec>),
     Policy(Resource<PolicySpec>),
+    Bff(Resource<BffSpec>),
 }
 
 fn location(e: &serde_norway::Error) -> Option<(usize, usize)> {

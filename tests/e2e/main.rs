@@ -139,6 +139,63 @@ async fn the_saas_example_serves_web_and_mobile() {
         policy_status_is(&ns.0, policy, "Accepted", "True", "Accepted").await;
         policy_status_is(&ns.0, policy, "Programmed", "True", "Programmed").await;
     }
+
+    // The BFFs: one request per home screen, shaped for each client.
+    for bff in ["web", "mobile"] {
+        for (type_, reason) in [
+            ("Accepted", "Accepted"),
+            ("ResolvedRefs", "ResolvedRefs"),
+            ("Programmed", "Programmed"),
+        ] {
+            eventually(&format!("BFF {bff} {type_}=True"), CONVERGE, async || {
+                condition_of("bff", &ns.0, bff, type_)
+                    .is_some_and(|c| c.0 == "True" && c.1 == reason && c.3 == 1)
+            })
+            .await;
+        }
+    }
+    status_code(&gw, "www.acme.example", "/bff/home/42", 200).await;
+    let (_, _, body) = get(&gw.url("/bff/home/42"), "www.acme.example")
+        .await
+        .unwrap();
+    let web: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(web["user"]["path"], "/users/42", "{web}");
+    assert_eq!(web["orders"]["query"], "owner=42");
+    assert_eq!(web["notifications"]["path"], "/notifications/42");
+    assert_eq!(web["user"]["headers"]["x-portcullis-client"][0], "web");
+    status_code(&gw, "mobile.acme.example", "/bff/home/42", 200).await;
+    let (_, _, body) = get(&gw.url("/bff/home/42"), "mobile.acme.example")
+        .await
+        .unwrap();
+    let mobile: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        mobile,
+        serde_json::json!({
+            "user": {"name": "users", "path": "/users/42"},
+            "orders": {"name": "orders", "query": "owner=42"},
+            "notifications": {"name": "notifications"},
+        })
+    );
+    served_by(&gw, "www.acme.example", "/bff/users/7", "users").await;
+
+    // A BFF naming a Service that does not exist says which part, and where.
+    apply(&format!(
+        "apiVersion: portcullis.dev/v1alpha1\nkind: BFF\nmetadata: {{name: admin, namespace: acme}}\n\
+         spec:\n  client: admin\n  hosts: [admin.acme.example]\n  endpoints:\n\
+         \x20 - path: /overview\n    aggregate:\n      parts:\n\
+         \x20     - {{name: user, service: {{name: users, port: http}}, path: /users/1}}\n\
+         \x20     - {{name: prices, service: {{name: prices, port: http}}, path: /prices}}\n"
+    ));
+    eventually("BFF admin ResolvedRefs=False", CONVERGE, async || {
+        condition_of("bff", &ns.0, "admin", "ResolvedRefs").is_some_and(|c| {
+            c.0 == "False"
+                && c.1 == "BackendNotFound"
+                && c.2
+                    == "spec.endpoints[0].aggregate.parts[1].service: Service acme/prices not found"
+        })
+    })
+    .await;
+    status_code(&gw, "admin.acme.example", "/overview", 502).await;
     gw.stop().await;
 }
 

@@ -5,6 +5,7 @@ mod pki;
 mod redis_server;
 mod support;
 
+mod bff;
 mod binary;
 mod chart;
 mod framing;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::{net::SocketAddr, time::Duration};
 
 #[path = "../common/tokens.rs"]
-mod tokens;
+pub mod tokens;
 
 use tokens::{jwks, now, rsa_key, JwksServer, TestKey};
 
