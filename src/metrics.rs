@@ -47,6 +47,16 @@ pub struct Metrics {
     /// Requests admitted with an API key, by `route` and `consumer` (the names in the
     /// keys' Secret, so the label set stays as small as the configuration).
     pub consumer_requests: IntCounterVec,
+    /// Cache lookups of Routes with a `cache` section, by `route` and `result`: `hit`,
+    /// `miss`, `stale` (sent to the backend to revalidate) or `bypass` (not cacheable:
+    /// a method other than GET and HEAD, or credentials the key does not include).
+    pub cache_lookups: IntCounterVec,
+    /// Responses stored in a cache, by `route`.
+    pub cache_stores: IntCounterVec,
+    /// Bytes held by each `cache` section, by `policy` (`namespace/name`).
+    pub cache_bytes: IntGaugeVec,
+    /// Responses compressed, by `route` and `encoding` (`gzip`, `br`, `zstd`).
+    pub compressed_responses: IntCounterVec,
 }
 
 impl Metrics {
@@ -146,6 +156,32 @@ impl Metrics {
             &["route", "code"],
         )
         .expect("valid metric");
+        let cache_lookups = IntCounterVec::new(
+            Opts::new("cache_lookups_total", "Cache lookups by route and result"),
+            &["route", "result"],
+        )
+        .expect("valid metric");
+        let cache_stores = IntCounterVec::new(
+            Opts::new(
+                "cache_stores_total",
+                "Responses stored in a cache, by route",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let cache_bytes = IntGaugeVec::new(
+            Opts::new("cache_bytes", "Bytes held by each cache, by policy"),
+            &["policy"],
+        )
+        .expect("valid metric");
+        let compressed_responses = IntCounterVec::new(
+            Opts::new(
+                "compressed_responses_total",
+                "Responses compressed, by route and encoding",
+            ),
+            &["route", "encoding"],
+        )
+        .expect("valid metric");
 
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -161,6 +197,10 @@ impl Metrics {
             Box::new(rate_limit_redis_up.clone()),
             Box::new(policy_denials.clone()),
             Box::new(consumer_requests.clone()),
+            Box::new(cache_lookups.clone()),
+            Box::new(cache_stores.clone()),
+            Box::new(cache_bytes.clone()),
+            Box::new(compressed_responses.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -179,6 +219,10 @@ impl Metrics {
             rate_limit_redis_up,
             policy_denials,
             consumer_requests,
+            cache_lookups,
+            cache_stores,
+            cache_bytes,
+            compressed_responses,
         }
     }
 

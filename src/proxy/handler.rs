@@ -17,6 +17,7 @@ use super::{
     Proxy,
 };
 use crate::{
+    edge::{self, Edge, EdgeRequest, Lookup},
     metrics,
     policy::{
         self,
@@ -246,6 +247,7 @@ async fn route_and_forward(
         ActionKind::Forward(f) => f,
     };
 
+    let mut verified = edge::Verified::default();
     if let Some(policy) = &policy {
         let facts = RequestFacts {
             method: &req.method().clone(),
@@ -267,6 +269,7 @@ async fn route_and_forward(
                     decision.record(&proxy.metrics);
                     ex.rate_limit = Some(decision);
                 }
+                verified = edge::Verified::new(admission.consumer, admission.claims);
             }
             Err(Refusal::Preflight(headers)) => {
                 let mut resp = Response::new(empty());
@@ -298,6 +301,26 @@ async fn route_and_forward(
         }
         ex.cors = policy.cors.clone().map(|c| (c, origin));
     }
+
+    // The cache answers only what the Policy admitted.
+    let edge_req = EdgeRequest {
+        route: &action.route,
+        method: req.method().clone(),
+        https: conn.tls.is_some(),
+        host: &host,
+        path: &canonical,
+        query: query.as_deref(),
+        verified: &verified,
+    };
+    let edge = match Edge::before_forward(
+        policy.as_deref(),
+        &edge_req,
+        req.headers_mut(),
+        &proxy.metrics,
+    ) {
+        Lookup::Answer(resp) => return Ok(resp),
+        Lookup::Forward(edge) => edge,
+    };
 
     let body_limit = action.max_body_bytes.unwrap_or(proxy.limits.max_body_bytes);
     if let Some(len) = content_length(&req) {
@@ -379,7 +402,7 @@ async fn route_and_forward(
     }
     headers::strip_hop_by_hop(resp.headers_mut());
     action.response_headers.apply(resp.headers_mut());
-    Ok(resp.map(|b| b.map_err(BoxError::from).boxed()))
+    Ok(edge.respond(resp.map(|b| b.map_err(BoxError::from).boxed())))
 }
 
 /// Refuses HTTP/1 messages whose body length is ambiguous, the root of request

@@ -1,10 +1,13 @@
 //! Integration tests: the gateway in front of real backends, over real sockets.
 
+mod origin;
 mod redis_server;
 mod support;
 
 mod binary;
 mod chart;
+mod edge_cache;
+mod edge_compress;
 mod framing;
 mod headers;
 mod lifecycle;
