@@ -3,12 +3,10 @@
 //! still refused to a caller the Policy refuses.
 
 use crate::{origin::*, support::*};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use portcullis::{compile::Reason, proxy::Limits};
 use serde_json::json;
 use std::{net::SocketAddr, time::Duration};
-
-#[path = "../common/tokens.rs"]
-mod tokens;
 
 /// Route `api` (every host) to `origin`, and a Policy on it whose sections are
 /// `sections` (indented by two spaces).
@@ -344,8 +342,10 @@ async fn bodies_over_the_object_limit_stream_through_uncached() {
 
 #[tokio::test]
 async fn a_cached_answer_is_still_refused_to_callers_the_policy_refuses() {
-    let key = tokens::TestKey::hmac(jsonwebtoken::Algorithm::HS256);
-    let set = tokens::jwks(&[key.jwk("k1", Some("HS256"))]);
+    let secret = b"a secret of the identity provider, 32+ bytes";
+    let set = json!({"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256",
+                               "k": URL_SAFE_NO_PAD.encode(secret)}]})
+    .to_string();
     let origin = Origin::start(|req, n| {
         let who = req.headers.get("x-consumer").or(req.headers.get("x-user"));
         let who = who.map_or("-", |v| v.to_str().unwrap());
@@ -387,8 +387,18 @@ async fn a_cached_answer_is_still_refused_to_callers_the_policy_refuses() {
     .await;
 
     let token = |sub: &str, exp: i64| {
-        let claims = json!({"sub": sub, "exp": tokens::now() + exp});
-        format!("Bearer {}", key.sign(Some("k1"), &claims))
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let claims = json!({"sub": sub, "exp": now + exp});
+        let key = jsonwebtoken::EncodingKey::from_secret(secret).unwrap();
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&header, &claims, &key).unwrap()
+        )
     };
     let alice = token("alice", 600);
     let a = get(&gw.url("/"), &[("authorization", &alice)]).await;

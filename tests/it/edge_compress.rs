@@ -11,7 +11,6 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt};
@@ -233,9 +232,9 @@ fn mk_stream_decoder(
 async fn a_compressed_event_stream_delivers_each_event_before_the_next_is_sent() {
     for encoding in ["gzip", "br", "zstd"] {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-        let rx = Mutex::new(Some(rx));
+        let rx = tokio::sync::Mutex::new(Some(rx));
         let origin = Origin::start(move |_, _| {
-            let rx = rx.lock().unwrap().take().expect("one stream");
+            let rx = rx.try_lock().unwrap().take().expect("one stream");
             let events = futures_util::stream::unfold(rx, |mut rx| async move {
                 let event = rx.recv().await?;
                 Some((Ok::<_, Infallible>(hyper::body::Frame::data(event)), rx))

@@ -1,6 +1,7 @@
 //! A backend whose answers a test writes: it counts its calls and keeps the headers of
-//! each request, so a test can tell what reached it and what a cache answered alone.
+//! the last request, so a test can tell what reached it and what a cache answered alone.
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{request::Parts, HeaderMap, Response};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -11,7 +12,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc,
     },
 };
 use tokio::net::TcpListener;
@@ -24,7 +25,7 @@ pub type Answerer = dyn Fn(&Parts, usize) -> Response<OriginBody> + Send + Sync;
 pub struct Origin {
     pub addr: SocketAddr,
     calls: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<HeaderMap>>>,
+    last: Arc<ArcSwapOption<HeaderMap>>,
 }
 
 impl Origin {
@@ -34,22 +35,22 @@ impl Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let last = Arc::new(ArcSwapOption::empty());
         let answer: Arc<Answerer> = Arc::new(answer);
-        let (c, s) = (calls.clone(), seen.clone());
+        let (c, l) = (calls.clone(), last.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (answer, calls, seen) = (answer.clone(), c.clone(), s.clone());
+                let (answer, calls, last) = (answer.clone(), c.clone(), l.clone());
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (answer, calls, seen) = (answer.clone(), calls.clone(), seen.clone());
+                    let (answer, calls, last) = (answer.clone(), calls.clone(), last.clone());
                     async move {
                         let (parts, body) = req.into_parts();
                         let _ = body.collect().await;
                         let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-                        seen.lock().unwrap().push(parts.headers.clone());
+                        last.store(Some(Arc::new(parts.headers.clone())));
                         Ok::<_, Infallible>(answer(&parts, n))
                     }
                 });
@@ -60,7 +61,7 @@ impl Origin {
                 });
             }
         });
-        Origin { addr, calls, seen }
+        Origin { addr, calls, last }
     }
 
     /// Requests answered so far.
@@ -70,11 +71,9 @@ impl Origin {
 
     /// The headers of the last request that reached the origin.
     pub fn last_request(&self) -> HeaderMap {
-        self.seen
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
+        self.last
+            .load_full()
+            .map(|h| (*h).clone())
             .unwrap_or_default()
     }
 }
