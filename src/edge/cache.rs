@@ -863,3 +863,85 @@ fn header_bytes(headers: &HeaderMap) -> usize {
 fn key_weight(key: &Key) -> usize {
     key.route.len() + key.host.len() + key.target.len() + std::mem::size_of::<Key>()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CacheKeyPart;
+
+    fn mk_cache(parts: &[(CacheKeyType, Option<&str>)]) -> Cache {
+        let spec = CachePolicy {
+            key_includes: parts
+                .iter()
+                .map(|(kind, name)| CacheKeyPart {
+                    kind: *kind,
+                    name: name.map(str::to_string),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        Cache::build(&spec, "default/test").unwrap()
+    }
+
+    fn mk_headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn key_values_are_told_apart_and_absent_ones_marked() {
+        let cache = mk_cache(&[
+            (CacheKeyType::Header, Some("x-a")),
+            (CacheKeyType::Header, Some("x-b")),
+        ]);
+        let none = Verified::default();
+        let extra = |pairs| cache.extra(&mk_headers(pairs), &none);
+
+        assert_eq!(extra(&[]), (None, false));
+        let (ab, complete) = extra(&[("x-a", "1"), ("x-b", "2")]);
+        assert!(complete && ab.is_some());
+        // The same bytes split differently, or moved to the other part, differ.
+        assert_ne!(ab, extra(&[("x-a", "12")]).0);
+        assert_ne!(extra(&[("x-a", "1")]).0, extra(&[("x-b", "1")]).0);
+        assert_ne!(ab, extra(&[("x-a", "1"), ("x-a", "2")]).0);
+        assert_eq!(extra(&[("x-a", "1")]).1, false);
+        assert_eq!(ab, extra(&[("x-b", "2"), ("x-a", "1")]).0);
+    }
+
+    #[test]
+    fn only_identifying_parts_let_credentials_in() {
+        let by = |kind, name| mk_cache(&[(kind, name)]).identifies;
+        assert!(by(CacheKeyType::Header, Some("Authorization")));
+        assert!(by(CacheKeyType::Header, Some("cookie")));
+        assert!(by(CacheKeyType::Consumer, None));
+        assert!(by(CacheKeyType::Claim, Some("sub")));
+        assert!(!by(CacheKeyType::Header, Some("x-tenant")));
+        assert!(!mk_cache(&[]).identifies);
+    }
+
+    #[test]
+    fn limits_are_checked_against_each_other() {
+        let build = |max_bytes, max_object| {
+            let spec = CachePolicy {
+                max_bytes,
+                max_object_bytes: max_object,
+                ..Default::default()
+            };
+            Cache::build(&spec, "default/test").map(|c| c.max_object)
+        };
+        assert_eq!(build(None, None), Ok(DEFAULT_MAX_OBJECT_BYTES));
+        assert_eq!(build(Some(4096), None), Ok(4096));
+        let fields = |r: Result<u64, BuildErrors>| {
+            r.unwrap_err()
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fields(build(Some(100), None)), ["maxBytes"]);
+        assert_eq!(fields(build(Some(4096), Some(8192))), ["maxObjectBytes"]);
+        assert_eq!(fields(build(None, Some(0))), ["maxObjectBytes"]);
+    }
+}
