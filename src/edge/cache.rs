@@ -907,7 +907,7 @@ mod tests {
         assert_ne!(ab, extra(&[("x-a", "12")]).0);
         assert_ne!(extra(&[("x-a", "1")]).0, extra(&[("x-b", "1")]).0);
         assert_ne!(ab, extra(&[("x-a", "1"), ("x-a", "2")]).0);
-        assert_eq!(extra(&[("x-a", "1")]).1, false);
+        assert!(!extra(&[("x-a", "1")]).1);
         assert_eq!(ab, extra(&[("x-b", "2"), ("x-a", "1")]).0);
     }
 
