@@ -52,8 +52,10 @@ pub fn instructions(listen: SocketAddr, admin: SocketAddr) -> String {
          curl -s {base}/users/1                       # 3 in 4 answered by users-v1\n  \
          curl -s -H 'x-canary: true' {base}/users/1   # always users-v2\n  \
          curl -s {base}/api/orders/42                 # rewritten to /orders/42\n  \
+         curl -si {base}/api/orders/42                # again: from the cache, with Age\n  \
          curl -si {base}/old-orders                   # 301 to /api/orders\n  \
          curl -sN {base}/sse                          # Server-Sent Events, one by one\n  \
+         curl -sN --compressed {base}/sse             # the same, compressed\n  \
          curl -s -H 'Host: admin.example.com' {base}/ # host-based route\n  \
          curl -s {base}/nowhere                       # 404 with a request id\n\n  \
          curl -s http://{admin}/config                # what is being served\n  \

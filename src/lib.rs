@@ -15,6 +15,7 @@ pub mod compile;
 pub mod config;
 pub mod demo;
 pub mod echo;
+pub mod edge;
 pub mod gateway;
 pub mod k8s;
 pub mod metrics;

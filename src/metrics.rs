@@ -62,6 +62,16 @@ pub struct Metrics {
     /// Calls made by BFF aggregates, by `bff`, `client`, `part` and `result` (`ok`,
     /// `failed`, `timeout`, `refused`).
     pub bff_part_calls: IntCounterVec,
+    /// Cache lookups of Routes with a `cache` section, by `route` and `result`: `hit`,
+    /// `miss`, `stale` (sent to the backend to revalidate) or `bypass` (not cacheable:
+    /// a method other than GET and HEAD, or credentials the key does not include).
+    pub cache_lookups: IntCounterVec,
+    /// Responses stored in a cache, by `route`.
+    pub cache_stores: IntCounterVec,
+    /// Bytes held by each `cache` section, by `policy` (`namespace/name`).
+    pub cache_bytes: IntGaugeVec,
+    /// Responses compressed, by `route` and `encoding` (`gzip`, `br`, `zstd`).
+    pub compressed_responses: IntCounterVec,
 }
 
 impl Metrics {
@@ -201,6 +211,32 @@ impl Metrics {
             &["bff", "client", "part", "result"],
         )
         .expect("valid metric");
+        let cache_lookups = IntCounterVec::new(
+            Opts::new("cache_lookups_total", "Cache lookups by route and result"),
+            &["route", "result"],
+        )
+        .expect("valid metric");
+        let cache_stores = IntCounterVec::new(
+            Opts::new(
+                "cache_stores_total",
+                "Responses stored in a cache, by route",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let cache_bytes = IntGaugeVec::new(
+            Opts::new("cache_bytes", "Bytes held by each cache, by policy"),
+            &["policy"],
+        )
+        .expect("valid metric");
+        let compressed_responses = IntCounterVec::new(
+            Opts::new(
+                "compressed_responses_total",
+                "Responses compressed, by route and encoding",
+            ),
+            &["route", "encoding"],
+        )
+        .expect("valid metric");
 
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -221,6 +257,10 @@ impl Metrics {
             Box::new(consumer_requests.clone()),
             Box::new(bff_requests.clone()),
             Box::new(bff_part_calls.clone()),
+            Box::new(cache_lookups.clone()),
+            Box::new(cache_stores.clone()),
+            Box::new(cache_bytes.clone()),
+            Box::new(compressed_responses.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -244,6 +284,10 @@ impl Metrics {
             consumer_requests,
             bff_requests,
             bff_part_calls,
+            cache_lookups,
+            cache_stores,
+            cache_bytes,
+            compressed_responses,
         }
     }
 

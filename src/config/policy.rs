@@ -1,7 +1,8 @@
 //! The `Policy` resource: who may call a Route, and how often.
 //!
 //! A Policy attaches to Routes of its own namespace through `targetRefs`. Each section
-//! (`jwt`, `apiKeys`, `ipAccess`, `cors`, `rateLimit`) is independent: two Policies may
+//! (`jwt`, `apiKeys`, `ipAccess`, `cors`, `rateLimit`, `cache`, `compression`) is
+//! independent: two Policies may
 //! attach different sections to one Route, and when two set the same section for one
 //! Route, the older Policy's applies and the newer one reports the conflict.
 
@@ -34,6 +35,12 @@ pub struct PolicySpec {
     /// Limit request rates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitPolicy>,
+    /// Keep responses and answer from them while they are fresh (RFC 9111).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CachePolicy>,
+    /// Compress responses for clients that accept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<CompressionPolicy>,
 }
 
 #[derive(
@@ -276,4 +283,76 @@ pub enum RateLimitKeyType {
     Claim,
     Consumer,
     Route,
+}
+
+/// A shared response cache, following the backend's `Cache-Control`, `Expires` and
+/// `Vary`. Requests with credentials are only cached per identity, when `keyIncludes`
+/// says what identifies the caller.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CachePolicy {
+    /// Bytes the stored responses may take, bodies and headers counted. Default 64 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
+    pub max_bytes: Option<u64>,
+    /// Largest body stored; larger ones stream through uncached. Default 1 MiB; at
+    /// most 64 MiB and at most `maxBytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 67108864))]
+    pub max_object_bytes: Option<u64>,
+    /// What else tells entries apart: a request header, the API key's consumer or a
+    /// claim of the verified token. Naming `Authorization`, `Cookie`, `Consumer` or a
+    /// `Claim` lets requests with credentials use the cache, each identity with
+    /// entries of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub key_includes: Vec<CacheKeyPart>,
+}
+
+/// One part of the cache key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(self.type in ['Header', 'Claim']) == has(self.name)",
+    "message": "name is set exactly for Header and Claim"
+}]))]
+pub struct CacheKeyPart {
+    #[serde(rename = "type")]
+    pub kind: CacheKeyType,
+    /// The header or claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum CacheKeyType {
+    Header,
+    Consumer,
+    Claim,
+}
+
+/// On-the-fly compression of response bodies, negotiated with `Accept-Encoding`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompressionPolicy {
+    /// Encodings offered, the preferred first: it wins when the client weighs several
+    /// alike. Default `[Zstd, Brotli, Gzip]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub encodings: Vec<ContentCoding>,
+    /// Bodies whose `Content-Length` is below this go as they are. Default 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_bytes: Option<u64>,
+    /// Media types compressed: `type/subtype`, `type/*` or `type/*+suffix`. Default
+    /// text, JSON, JavaScript, XML, SVG and WebAssembly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub content_types: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ContentCoding {
+    Gzip,
+    Brotli,
+    Zstd,
 }

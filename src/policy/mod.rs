@@ -1,4 +1,5 @@
-//! Policies: who may call a Route, and how often.
+//! Policies: who may call a Route, how often, and what its answers go through
+//! (caching and compression, run by [`crate::edge`]).
 //!
 //! [`build`] compiles every Policy, attaches its sections to the Routes its `targetRefs`
 //! name, and settles conflicts (the older Policy keeps a section). [`enforce`] runs the
@@ -22,6 +23,7 @@ use crate::{
         BffSpec, ObjectKey, PolicySpec, RateLimitKeyType, Resource, Resources, RouteSpec,
         TargetKind,
     },
+    edge::{cache::Cache, compress::Compression},
 };
 use access::{ApiKeys, BuildErrors, Cors, IpAccess, Preflight};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -58,6 +60,8 @@ pub struct RoutePolicy {
     pub rate_limit: Option<Arc<RateLimiter>>,
     pub jwt: Option<Arc<JwtAuth>>,
     pub introspection: Option<Arc<Introspection>>,
+    pub cache: Option<Arc<Cache>>,
+    pub compression: Option<Arc<Compression>>,
     /// Why every request is refused: a Policy naming this Route does not build and has
     /// no good version to fall back on.
     pub broken: Option<String>,
@@ -72,6 +76,8 @@ struct BuiltPolicy {
     rate_limit: Option<Arc<RateLimiter>>,
     jwt: Option<Arc<JwtAuth>>,
     introspection: Option<Arc<Introspection>>,
+    cache: Option<Arc<Cache>>,
+    compression: Option<Arc<Compression>>,
 }
 
 // === impl PolicyTable ===
@@ -129,6 +135,8 @@ pub fn build(
         rate_limit: Option<(ObjectKey, Arc<RateLimiter>)>,
         jwt: Option<(ObjectKey, Arc<JwtAuth>)>,
         introspection: Option<(ObjectKey, Arc<Introspection>)>,
+        cache: Option<(ObjectKey, Arc<Cache>)>,
+        compression: Option<(ObjectKey, Arc<Compression>)>,
         broken: Option<String>,
     }
     let mut claims: BTreeMap<(TargetKind, ObjectKey), Claims> = BTreeMap::new();
@@ -179,6 +187,8 @@ pub fn build(
             claim!(rate_limit, "rateLimit");
             claim!(jwt, "jwt");
             claim!(introspection, "introspection");
+            claim!(cache, "cache");
+            claim!(compression, "compression");
         }
     }
     for (route, why) in broken {
@@ -197,6 +207,8 @@ pub fn build(
                 rate_limit: c.rate_limit.map(|(_, s)| s),
                 jwt: c.jwt.map(|(_, s)| s),
                 introspection: c.introspection.map(|(_, s)| s),
+                cache: c.cache.map(|(_, s)| s),
+                compression: c.compression.map(|(_, s)| s),
                 broken: c.broken,
             };
             let label = match kind {
@@ -359,6 +371,27 @@ fn build_one(
         };
         section("introspection", result, &mut errors)
     });
+    let cache = spec.cache.as_ref().and_then(|s| {
+        // The store lives in the section: keeping it keeps every entry.
+        let reused = previous
+            .and_then(|p| p.cache.clone())
+            .filter(|b| b.spec == *s);
+        section(
+            "cache",
+            reuse_or_build(reused, || Cache::build(s, &key.to_string())),
+            &mut errors,
+        )
+    });
+    let compression = spec.compression.as_ref().and_then(|s| {
+        let reused = previous
+            .and_then(|p| p.compression.clone())
+            .filter(|b| b.spec == *s);
+        section(
+            "compression",
+            reuse_or_build(reused, || Compression::build(s)),
+            &mut errors,
+        )
+    });
 
     if !errors.is_empty() {
         return Err(errors);
@@ -370,6 +403,8 @@ fn build_one(
         rate_limit,
         jwt,
         introspection,
+        cache,
+        compression,
     }))
 }
 

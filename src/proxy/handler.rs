@@ -20,6 +20,7 @@ use super::{
     trace, Proxy,
 };
 use crate::{
+    edge::{self, Edge, EdgeRequest, Lookup},
     metrics,
     policy::{
         self,
@@ -263,6 +264,7 @@ async fn route_and_forward(
     // Judged on the headers as the client sent them, before any are rewritten.
     let client = client_address(conn.peer.ip(), req.headers(), &proxy.trusted_proxies);
     let mut claims = None;
+    let mut verified = edge::Verified::default();
     if let Some(policy) = &policy {
         let facts = RequestFacts {
             method: &req.method().clone(),
@@ -284,7 +286,8 @@ async fn route_and_forward(
                     decision.record(&proxy.metrics);
                     ex.rate_limit = Some(decision);
                 }
-                claims = admission.claims.map(|c| c.0);
+                claims = admission.claims.clone().map(|c| c.0);
+                verified = edge::Verified::new(admission.consumer, admission.claims);
             }
             Err(Refusal::Preflight(headers)) => {
                 let mut resp = Response::new(empty());
@@ -328,6 +331,26 @@ async fn route_and_forward(
             };
             return aggregate::serve(proxy, conn, req, endpoint, call).await;
         }
+    };
+
+    // The cache answers only what the Policy admitted.
+    let edge_req = EdgeRequest {
+        route: &action.route,
+        method: req.method().clone(),
+        https: conn.tls.is_some(),
+        host: &host,
+        path: &canonical,
+        query: query.as_deref(),
+        verified: &verified,
+    };
+    let edge = match Edge::before_forward(
+        policy.as_deref(),
+        &edge_req,
+        req.headers_mut(),
+        &proxy.metrics,
+    ) {
+        Lookup::Answer(resp) => return Ok(resp),
+        Lookup::Forward(edge) => edge,
     };
 
     let body_limit = action.max_body_bytes.unwrap_or(proxy.limits.max_body_bytes);
@@ -418,10 +441,10 @@ async fn route_and_forward(
     }
     headers::strip_hop_by_hop(resp.headers_mut());
     action.response_headers.apply(resp.headers_mut());
+    let mut resp = edge.respond(forward::hold(resp, guards));
     if let Some(cookie) = session_cookie {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    let resp = forward::hold(resp, guards);
     Ok(match forward.stream_idle {
         Some(idle) => resp.map(|b| IdleTimeout::new(b, idle).boxed()),
         None => resp,

@@ -1,5 +1,6 @@
 //! Integration tests: the gateway in front of real backends, over real sockets.
 
+mod origin;
 #[path = "../common/pki.rs"]
 mod pki;
 mod redis_server;
@@ -8,6 +9,8 @@ mod support;
 mod bff;
 mod binary;
 mod chart;
+mod edge_cache;
+mod edge_compress;
 mod framing;
 mod headers;
 mod lifecycle;
