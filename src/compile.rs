@@ -740,7 +740,7 @@ fn compile_action(
         let retry = rule
             .retry
             .as_ref()
-            .map(|r| compile_retry(r, &format!("{key}#{ri}"), check));
+            .map(|r| compile_retry(r, &format!("{key}#{ri}"), &format!("{field}.retry"), check));
         let rewrite = filters.url_rewrite.as_ref();
         let rewrite_field = format!("{field}.filters.urlRewrite");
         let rewrite_host = rewrite.and_then(|r| r.hostname.as_ref()).and_then(|h| {
@@ -1137,9 +1137,25 @@ fn compile_balancer(
 fn compile_retry(
     r: &config::Retry,
     rule_key: &str,
+    field: &str,
     check: &mut Check<'_, '_>,
 ) -> upstream::RetryPolicy {
     use config::RetryOn;
+    // The CRD schema holds these bounds in a cluster; files are checked here.
+    if !(1..=10).contains(&r.attempts) {
+        check.invalid(format!("{field}.attempts"), "must be from 1 to 10");
+    }
+    if r.budget_percent.is_some_and(|p| !(1..=100).contains(&p)) {
+        check.invalid(format!("{field}.budgetPercent"), "must be from 1 to 100");
+    }
+    for (i, code) in r.status_codes.iter().enumerate() {
+        if !(400..=599).contains(code) {
+            check.invalid(
+                format!("{field}.statusCodes[{i}]"),
+                "must be a status code from 400 to 599",
+            );
+        }
+    }
     let defaults = r.on.is_empty() && r.status_codes.is_empty();
     let on = |c: RetryOn| {
         defaults && c != RetryOn::PerTryTimeout && c != RetryOn::ServerError || r.on.contains(&c)

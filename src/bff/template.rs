@@ -5,7 +5,8 @@
 //! parameter, `{header.NAME}` a request header, `{claims.NAME}` a claim of the token a
 //! Policy verified, and `{parts.PART.FIELD...}` a member of an earlier part's answer.
 //! Values placed in a path or query are percent-encoded, so a value can never add a
-//! segment, a parameter or a `..` of its own.
+//! segment or a parameter; a value that would make a `.` or `..` segment is refused,
+//! since the path is canonicalized afterwards and the segment would climb.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
@@ -53,10 +54,14 @@ pub struct Inputs<'a> {
     pub parts: Option<&'a HashMap<String, Value>>,
 }
 
-/// Why a template could not be filled: the placeholder with no value.
+/// Why a template could not be filled.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{{{0}}} has no value in this request")]
-pub struct Missing(pub String);
+pub enum FillError {
+    #[error("{{{0}}} has no value in this request")]
+    Missing(String),
+    #[error("a value of this request would make a '.' or '..' path segment")]
+    DotSegment,
+}
 
 // === impl Template ===
 
@@ -106,7 +111,7 @@ impl Template {
             .collect()
     }
 
-    pub fn fill(&self, inputs: &Inputs<'_>, escape: Escape) -> Result<String, Missing> {
+    pub fn fill(&self, inputs: &Inputs<'_>, escape: Escape) -> Result<String, FillError> {
         let mut out = String::new();
         for piece in &self.pieces {
             match piece {
@@ -114,7 +119,7 @@ impl Template {
                 Piece::Var(source) => {
                     let value = source
                         .value(inputs)
-                        .ok_or_else(|| Missing(source.to_string()))?;
+                        .ok_or_else(|| FillError::Missing(source.to_string()))?;
                     match escape {
                         Escape::Component => out.extend(utf8_percent_encode(&value, COMPONENT)),
                         Escape::Raw => out.push_str(&value),
@@ -122,8 +127,17 @@ impl Template {
                 }
             }
         }
+        if escape == Escape::Component && dot_segments(&out) > dot_segments(&self.literal_text()) {
+            return Err(FillError::DotSegment);
+        }
         Ok(out)
     }
+}
+
+/// How many `.` and `..` segments the path part of `target` holds.
+fn dot_segments(target: &str) -> usize {
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    path.split('/').filter(|s| matches!(*s, "." | "..")).count()
 }
 
 // === impl Source ===
@@ -224,7 +238,7 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 mod tests {
     use super::*;
 
-    fn fill(t: &str, inputs: &Inputs<'_>) -> Result<String, Missing> {
+    fn fill(t: &str, inputs: &Inputs<'_>) -> Result<String, FillError> {
         Template::parse(t).unwrap().fill(inputs, Escape::Component)
     }
 
@@ -267,6 +281,37 @@ mod tests {
             fill("/users/{id}", &inputs).unwrap(),
             "/users/..%2Fadmin%3Fx%3D1%26y%3D2%23"
         );
+    }
+
+    #[test]
+    fn values_cannot_make_dot_segments() {
+        for (value, template) in [
+            ("..", "/users/{query.id}"),
+            (".", "/users/{query.id}/x"),
+            (".", "/a/{query.id}{query.id}"),
+        ] {
+            let query = format!("id={value}");
+            let inputs = Inputs {
+                query: Some(&query),
+                ..Inputs::default()
+            };
+            assert_eq!(
+                fill(template, &inputs),
+                Err(FillError::DotSegment),
+                "{template} with {value}"
+            );
+        }
+        let inputs = Inputs {
+            query: Some("id=..x"),
+            ..Inputs::default()
+        };
+        assert_eq!(fill("/users/{query.id}", &inputs).unwrap(), "/users/..x");
+        // Placed in the query string, a dot is only data.
+        let inputs = Inputs {
+            query: Some("id=.."),
+            ..Inputs::default()
+        };
+        assert_eq!(fill("/u?id={query.id}", &inputs).unwrap(), "/u?id=..");
     }
 
     #[test]

@@ -354,6 +354,10 @@ fn one_bad_route_is_rejected_alone_with_field_paths() {
         ("rules: [{backends: [{addresses: ['a:1', 'b']}]}]", "spec.rules[0].backends[0].addresses[1]", "host:port"),
         ("rules: [{backends: [{address: 'a:1', healthCheck: {active: {path: 'x'}}}]}]", "spec.rules[0].backends[0].healthCheck.active.path", "absolute path"),
         ("rules: [{backends: [{address: 'a:1', healthCheck: {active: {path: /h, interval: 10ms}}}]}]", "spec.rules[0].backends[0].healthCheck.active.interval", "at least 100ms"),
+        (&format!("rules: [{{retry: {{attempts: 11}}, {B}}}]"), "spec.rules[0].retry.attempts", "from 1 to 10"),
+        (&format!("rules: [{{retry: {{attempts: 0}}, {B}}}]"), "spec.rules[0].retry.attempts", "from 1 to 10"),
+        (&format!("rules: [{{retry: {{attempts: 2, budgetPercent: 150}}, {B}}}]"), "spec.rules[0].retry.budgetPercent", "from 1 to 100"),
+        (&format!("rules: [{{retry: {{attempts: 2, statusCodes: [503, 200]}}, {B}}}]"), "spec.rules[0].retry.statusCodes[1]", "from 400 to 599"),
     ];
     for (yaml, field, text) in cases {
         let bad = mk_route("ns", "bad", None, yaml);

@@ -91,8 +91,10 @@ enum KeyPart {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
     route: Arc<str>,
+    rule: usize,
     head: bool,
     https: bool,
+    /// The raw `Host`, as forwarded.
     host: Box<str>,
     /// Path and query.
     target: Box<str>,
@@ -275,9 +277,10 @@ impl Cache {
         let (extra, complete) = self.extra(headers, req.verified);
         let key = |head, extra| Key {
             route: req.route.clone(),
+            rule: req.rule,
             head,
             https: req.https,
-            host: req.host.into(),
+            host: req.raw_host.into(),
             target: match req.query {
                 Some(q) => format!("{}?{q}", req.path).into(),
                 None => req.path.into(),

@@ -31,10 +31,16 @@ pub struct Verified {
 pub struct EdgeRequest<'a> {
     /// The Route's `namespace/name`.
     pub route: &'a Arc<str>,
+    /// The rule's index in its Route: rules of one Route may send one URL to
+    /// different backends (a header match), so they never share entries.
+    pub rule: usize,
     pub method: Method,
     pub https: bool,
     /// Normalised: lower-case, without port.
     pub host: &'a str,
+    /// As the client sent it and the backend receives it: a backend may answer
+    /// `Example.com:8080` differently from `example.com`.
+    pub raw_host: &'a str,
     /// Canonical, as the router matched it.
     pub path: &'a str,
     pub query: Option<&'a str>,

@@ -390,7 +390,7 @@ impl ApiKeys {
     /// The consumer whose key the request carries. Removes the key from the request, so
     /// backends never see it, and sets the consumer header in place of any client copy.
     pub fn authenticate(&self, headers: &mut HeaderMap) -> Result<Arc<str>, &'static str> {
-        headers.remove(&self.consumer_header);
+        crate::proxy::headers::remove_every_spelling(headers, &self.consumer_header);
         let presented = headers.remove(&self.header).ok_or("missing API key")?;
         let presented = digest(presented.as_bytes());
         let mut found: Option<&Arc<str>> = None;
@@ -518,9 +518,11 @@ mod tests {
         let mut h = headers(&[
             ("x-api-key", "k-mobile-rotated-0123"),
             ("x-consumer", "admin"),
+            ("x_consumer", "admin"),
         ]);
         assert_eq!(&*keys.authenticate(&mut h).unwrap(), "mobile");
         assert_eq!(h.get("x-consumer").unwrap(), "mobile");
+        assert!(h.get("x_consumer").is_none());
         assert!(h.get("x-api-key").is_none());
         let mut h = headers(&[("x-api-key", "k-mobile-0123456789a")]);
         assert_eq!(keys.authenticate(&mut h), Err("invalid API key"));

@@ -400,7 +400,7 @@ pub(super) fn set_claim_headers(
     headers: &mut HeaderMap,
 ) -> Result<(), JwtDenied> {
     for (_, name) in claim_headers {
-        headers.remove(name);
+        crate::proxy::headers::remove_every_spelling(headers, name);
     }
     let Some(claims) = claims else { return Ok(()) };
     for (claim, name) in claim_headers {

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     bff::{
-        template::{Escape, Inputs},
+        template::{Escape, FillError, Inputs},
         Endpoint, EndpointKind, Part, PassThrough, Target, MAX_PART_BODY_BYTES,
     },
     metrics,
@@ -172,8 +172,13 @@ async fn pass_through(
                 claims: call.claims.as_ref(),
                 parts: None,
             };
-            let filled = t.fill(&inputs, Escape::Component).map_err(|_| {
-                GatewayError::BadRequest("a value the endpoint's path needs is missing")
+            let filled = t.fill(&inputs, Escape::Component).map_err(|e| match e {
+                FillError::Missing(_) => {
+                    GatewayError::BadRequest("a value the endpoint's path needs is missing")
+                }
+                FillError::DotSegment => {
+                    GatewayError::BadRequest("a value would make a '.' or '..' path segment")
+                }
             })?;
             canonicalize(&filled)
                 .map(|c| c.into_owned())
@@ -189,7 +194,6 @@ async fn pass_through(
     // Upgrades are not passed through: a BFF answers plain requests.
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_spoofable(&mut parts.headers);
-    parts.headers.remove(&X_PORTCULLIS_CLIENT);
     let proto = if conn.tls.is_some() { "https" } else { "http" };
     headers::set_forwarded(&mut parts.headers, conn.peer.ip(), proto, call.raw_host);
     trace::propagate(&mut parts.headers, call.request_id);

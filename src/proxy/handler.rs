@@ -336,9 +336,11 @@ async fn route_and_forward(
     // The cache answers only what the Policy admitted.
     let edge_req = EdgeRequest {
         route: &action.route,
+        rule: action.rule,
         method: req.method().clone(),
         https: conn.tls.is_some(),
         host: &host,
+        raw_host: &raw_host,
         path: &canonical,
         query: query.as_deref(),
         verified: &verified,

@@ -68,11 +68,12 @@ pub fn accepts_trailers(headers: &HeaderMap) -> bool {
 /// Headers that claim to describe the client or an earlier hop, which this gateway does
 /// not vouch for. Spellings with `_` are included because CGI-style backends read
 /// `X_Forwarded_For` as `X-Forwarded-For`.
-const SPOOFABLE: [&str; 8] = [
+const SPOOFABLE: [&str; 9] = [
     "forwarded",
     "x-real-ip",
     "x-forwarded-port",
     "x-forwarded-client-cert",
+    "x-portcullis-client",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
@@ -81,14 +82,14 @@ const SPOOFABLE: [&str; 8] = [
 
 /// How many of [`SPOOFABLE`], from the start, are removed outright; the gateway replaces
 /// the others.
-const ALWAYS_REMOVED: usize = 4;
+const ALWAYS_REMOVED: usize = 5;
 
 /// The header that carries a verified client certificate upstream.
 pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
-/// Removes `Forwarded`, `X-Real-IP`, `X-Forwarded-Port`, `X-Forwarded-Client-Cert`, and
-/// the `_` spellings of the headers in [`SPOOFABLE`]; the gateway sets its own
-/// forwarding headers afterwards.
+/// Removes `Forwarded`, `X-Real-IP`, `X-Forwarded-Port`, `X-Forwarded-Client-Cert`,
+/// `X-Portcullis-Client`, and the `_` spellings of the headers in [`SPOOFABLE`]; the
+/// gateway sets its own forwarding headers afterwards.
 pub fn strip_spoofable(headers: &mut HeaderMap) {
     let odd: Vec<HeaderName> = headers
         .keys()
@@ -104,6 +105,20 @@ pub fn strip_spoofable(headers: &mut HeaderMap) {
         .collect();
     for name in odd {
         headers.remove(name);
+    }
+}
+
+/// Removes `name` and every spelling of it with `_` for `-`, for a header the gateway
+/// is about to set from what it verified.
+pub fn remove_every_spelling(headers: &mut HeaderMap, name: &HeaderName) {
+    headers.remove(name);
+    let odd: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_') && k.as_str().replace('_', "-") == name.as_str())
+        .cloned()
+        .collect();
+    for k in odd {
+        headers.remove(k);
     }
 }
 
@@ -242,6 +257,8 @@ mod tests {
             "forwarded",
             "x-real-ip",
             "x-forwarded-port",
+            "x-portcullis-client",
+            "x_portcullis_client",
             "x_forwarded_for",
             "x_forwarded_proto",
             "x-forwarded_host",
@@ -258,6 +275,20 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
         left.sort();
         assert_eq!(left, ["x-forwarded-for", "x_custom_thing"]);
+    }
+
+    #[test]
+    fn every_spelling_of_a_set_header_is_removed() {
+        let mut h = HeaderMap::new();
+        for name in ["x-consumer", "x_consumer", "X_Consumer", "x_consumer_id"] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "evil".parse().unwrap(),
+            );
+        }
+        remove_every_spelling(&mut h, &HeaderName::from_static("x-consumer"));
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x_consumer_id"]);
     }
 
     #[test]

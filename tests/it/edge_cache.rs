@@ -313,11 +313,47 @@ async fn hosts_are_kept_apart() {
     assert_eq!(text(&get(&gw.url("/"), &host("a.test")).await), "a.test #1");
     assert_eq!(text(&get(&gw.url("/"), &host("b.test")).await), "b.test #2");
     assert_eq!(text(&get(&gw.url("/"), &host("a.test")).await), "a.test #1");
+    // The backend receives the Host as sent, so a spelling it could answer
+    // differently is an entry of its own.
     assert_eq!(
         text(&get(&gw.url("/"), &host("B.test:80")).await),
-        "b.test #2"
+        "B.test:80 #3"
     );
-    assert_eq!(origin.calls(), 2);
+    assert_eq!(
+        text(&get(&gw.url("/"), &host("B.test:80")).await),
+        "B.test:80 #3"
+    );
+    assert_eq!(origin.calls(), 3);
+}
+
+#[tokio::test]
+async fn rules_sending_one_url_to_different_backends_are_kept_apart() {
+    let stable = mk_origin(&[("cache-control", "max-age=60")]).await;
+    let canary = Origin::start(|req, n| {
+        answer(
+            200,
+            &[("cache-control", "max-age=60")],
+            format!("canary {} #{n}", req.uri.path()),
+        )
+    })
+    .await;
+    let config = format!(
+        "---\napiVersion: portcullis.dev/v1alpha1\nkind: Route\nmetadata: {{name: api}}\n\
+         spec:\n  rules:\n\
+         \x20 - matches: [{{headers: [{{name: x-canary, value: 'yes'}}]}}]\n\
+         \x20   backends: [{{address: '{}'}}]\n\
+         \x20 - backends: [{{address: '{}'}}]\n\
+         ---\napiVersion: portcullis.dev/v1alpha1\nkind: Policy\nmetadata: {{name: edge}}\n\
+         spec:\n  targetRefs: [{{kind: Route, name: api}}]\n  cache: {{}}\n",
+        canary.addr, stable.addr
+    );
+    let gw = TestGateway::start(&config).await;
+    let canary_hdr = [("x-canary", "yes")];
+    assert_eq!(text(&get(&gw.url("/a"), &canary_hdr).await), "canary /a #1");
+    assert_eq!(text(&get(&gw.url("/a"), &[]).await), "/a #1");
+    assert_eq!(text(&get(&gw.url("/a"), &canary_hdr).await), "canary /a #1");
+    assert_eq!(text(&get(&gw.url("/a"), &[]).await), "/a #1");
+    assert_eq!((canary.calls(), stable.calls()), (1, 1));
 }
 
 #[tokio::test]

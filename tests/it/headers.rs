@@ -72,7 +72,8 @@ async fn headers_a_backend_might_trust_are_not_passed_on() {
         gw.addr,
         b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close, X-Secret, \xff\r\nX-Secret: s\r\n\
           Forwarded: for=6.6.6.6;proto=https\r\nX-Real-IP: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\n\
-          X-Forwarded-Port: 443\r\nX-Forwarded-For: 1.1.1.1, \xfe\r\n\r\n",
+          X-Forwarded-Port: 443\r\nX-Portcullis-Client: admin\r\nX_Portcullis_Client: admin\r\n\
+          X-Forwarded-For: 1.1.1.1, \xfe\r\n\r\n",
         Duration::from_secs(2),
     )
     .await;
@@ -83,6 +84,8 @@ async fn headers_a_backend_might_trust_are_not_passed_on() {
         "x-real-ip",
         "x_forwarded_for",
         "x-forwarded-port",
+        "x-portcullis-client",
+        "x_portcullis_client",
     ] {
         assert!(
             !out.contains(&format!("\"{gone}\"")),
