@@ -430,7 +430,14 @@ impl Cache {
             if confirmed {
                 let variant =
                     Arc::new(stale.refreshed(&store.request, resp.headers(), now, options));
-                self.insert(store.key, variant.clone(), &store.request, now, metrics);
+                // The 304's fields may forbid storing now (`no-store`, `private`, a
+                // `Set-Cookie`): this client gets them, no later one does.
+                let fields = &variant.headers;
+                if self.storable(&variant.semantics, variant.status, fields, now) {
+                    self.insert(store.key, variant.clone(), &store.request, now, metrics);
+                } else {
+                    self.forget(store.key, &store.request, now, metrics);
+                }
                 let status = format!("{CACHE_NAME}; fwd={}; fwd-status=304", fwd.token());
                 return variant.answer(now, store.request.method == Method::HEAD, &status);
             }
@@ -527,6 +534,28 @@ impl Cache {
             let others = old.variants.iter().filter(|v| !v.selected_by(request, now));
             variants.extend(others.take(MAX_VARIANTS - 1).cloned());
         }
+        self.put(key, variants, now, metrics);
+    }
+
+    /// Drops the variant `request` selects under `key`, keeping the others.
+    fn forget(&self, key: Key, request: &CacheRequest, now: SystemTime, metrics: &Metrics) {
+        let Some(old) = self.store.get(&key) else {
+            return;
+        };
+        let others: Vec<Arc<Variant>> = old
+            .variants
+            .iter()
+            .filter(|v| !v.selected_by(request, now))
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            self.store.invalidate(&key);
+        } else {
+            self.put(key, others, now, metrics);
+        }
+    }
+
+    fn put(&self, key: Key, variants: Vec<Arc<Variant>>, now: SystemTime, metrics: &Metrics) {
         let keep_for = variants
             .iter()
             .map(|v| v.keep_for(now))

@@ -226,14 +226,16 @@ impl Plan {
         metrics: &Metrics,
         route: &str,
     ) -> Response<ProxyBody> {
-        if self.head || !self.section.eligible(resp.status(), resp.headers()) {
+        if !self.section.eligible(resp.status(), resp.headers()) {
             return resp;
         }
         add_vary_accept_encoding(resp.headers_mut());
         let Some(coding) = self.coding else {
             return resp;
         };
-        if resp.body().is_end_stream() {
+        // HEAD gets the fields its GET would, so that a client or cache probing with
+        // it learns the same encoding, length and validator.
+        if !self.head && resp.body().is_end_stream() {
             return resp;
         }
         let headers = resp.headers_mut();
@@ -245,6 +247,9 @@ impl Plan {
             HeaderValue::from_static(token(coding)),
         );
         weaken_etag(headers);
+        if self.head {
+            return resp;
+        }
         metrics
             .compressed_responses
             .with_label_values(&[route, token(coding)])

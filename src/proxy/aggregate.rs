@@ -15,6 +15,7 @@ use super::{
     body::{empty, full, BoxError, ProxyBody},
     conn::ConnInfo,
     error::GatewayError,
+    forward,
     handler::rewrite_path,
     headers::{self, X_FORWARDED_FOR, X_REQUEST_ID},
     trace,
@@ -28,8 +29,7 @@ use crate::{
     },
     metrics,
     policy::{self, access::client_address, Denial, Refusal, RequestFacts},
-    routing::{self, path::canonicalize, ActionKind, RequestView, Transport},
-    upstream::balance::Hints,
+    routing::{path::canonicalize, ActionKind, RequestView, Transport},
 };
 use futures_util::{stream::FuturesUnordered, StreamExt};
 use http::{header, uri, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
@@ -358,22 +358,22 @@ async fn call_part(
         headers.insert(name.clone(), v);
     }
 
-    let (req, transport) = match &part.target {
+    match &part.target {
         Target::Upstream(upstream) => {
             let endpoint = upstream.next_endpoint().ok_or_else(|| {
                 PartError::Failed(format!("{} has no endpoint to send to", upstream.name))
             })?;
             let req = build_request(part, endpoint, &path, query, headers)?;
-            (req, Transport::default())
+            let resp = send(ctx.proxy, &Transport::default(), req, part.timeout).await?;
+            read_json(resp).await
         }
-        Target::Route { host } => through_route(ctx, part, host, &path, query, headers).await?,
-    };
-    let resp = send(ctx.proxy, &transport, req, part.timeout).await?;
-    read_json(resp).await
+        Target::Route { host } => through_route(ctx, part, host, &path, query, headers).await,
+    }
 }
 
 /// Dispatches a call to a host of this gateway: its rule, then its Policies, then its
-/// rewrites and header filters, as for a client's request.
+/// rewrites and header filters, and then the rule's balancing, endpoint health,
+/// connection limits and retries, as for a client's request.
 async fn through_route(
     ctx: &Context<'_>,
     part: &Part,
@@ -381,7 +381,7 @@ async fn through_route(
     path: &str,
     query: Option<&str>,
     mut headers: HeaderMap,
-) -> Result<(Request<ProxyBody>, Transport), PartError> {
+) -> Result<Value, PartError> {
     let (action, matched_prefix, policy) = {
         let snapshot = ctx.proxy.snapshot.load();
         let view = RequestView {
@@ -437,22 +437,41 @@ async fn through_route(
     };
     headers.insert(header::HOST, host_value);
     action.request_headers.apply(&mut headers);
-    let (endpoint, transport) = route_endpoint(forward).ok_or_else(|| {
-        PartError::Failed(format!("the Route for {host} has no endpoint to send to"))
-    })?;
-    Ok((
-        build_request(part, &endpoint, &path, query, headers)?,
-        transport,
-    ))
-}
 
-/// The endpoint a Route rule's own balancer picks for a call, and how to reach it.
-fn route_endpoint(forward: &routing::Forward) -> Option<(uri::Authority, Transport)> {
-    let pick = forward
-        .backends
-        .pick(forward.balancer.kind, &Hints::default())?;
-    let endpoint = pick.endpoint?;
-    Some((endpoint.authority.clone(), pick.backend.transport.clone()))
+    let path_and_query = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = part.method.clone();
+    // The target as the rule sees it, for hashing on a query parameter.
+    parts.uri = path_and_query
+        .parse()
+        .map_err(|_| PartError::Failed(format!("{path_and_query:?} cannot be sent")))?;
+    parts.headers = headers;
+    let out = forward::Outgoing {
+        parts,
+        path_and_query,
+        body: None,
+        body_limit: 0,
+        client: ctx.client_ip,
+        secure: false,
+        trailers: false,
+        client_deadline: false,
+    };
+    // The part's own timeout bounds every try; the Rule's `request` timeout too, when
+    // it is shorter.
+    let timeout = action.timeout.map_or(part.timeout, |t| t.min(part.timeout));
+    let deadline = std::time::Instant::now() + timeout;
+    let delivered = forward::send(ctx.proxy, forward, &action.route, out, deadline, timeout)
+        .await
+        .map_err(|(err, _)| match err {
+            GatewayError::Timeout(t) => PartError::Timeout(t),
+            other => PartError::Failed(format!("{host}: {other}")),
+        })?;
+    // The connection slot is held until the answer is read.
+    let _guards = delivered.guards;
+    read_json(delivered.response).await
 }
 
 fn build_request(

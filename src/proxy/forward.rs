@@ -38,13 +38,16 @@ const REPLAY_LIMIT: u64 = 64 * 1024;
 pub(super) struct Outgoing {
     pub parts: http::request::Parts,
     pub path_and_query: String,
-    pub body: Incoming,
+    /// `None` for a request the gateway makes itself, which has no body.
+    pub body: Option<Incoming>,
     pub body_limit: u64,
     pub client: IpAddr,
     /// The client came over HTTPS, so the session cookie is `Secure`.
     pub secure: bool,
     /// The client accepts trailers (`TE: trailers`), to be passed on over HTTP/2.
     pub trailers: bool,
+    /// The client's own deadline (`grpc-timeout`) is the one that ends the request.
+    pub client_deadline: bool,
 }
 
 /// A response and what must live as long as it.
@@ -84,6 +87,7 @@ pub(super) async fn send(
         client,
         secure,
         trailers,
+        client_deadline,
     } = out;
     let session_value = forward
         .balancer
@@ -99,9 +103,10 @@ pub(super) async fn send(
     if let Some(r) = retry {
         r.budget.deposit();
     }
-    let mut replay = match retry {
-        Some(_) => replayable(body, body_limit, deadline).await?,
-        None => Replay::Stream(Some(body)),
+    let mut replay = match (body, retry) {
+        (None, _) => Replay::Bytes(Bytes::new()),
+        (Some(body), Some(_)) => replayable(body, body_limit, deadline).await?,
+        (Some(body), None) => Replay::Stream(Some(body)),
     };
 
     let mut tried: Vec<Arc<Endpoint>> = Vec::new();
@@ -221,7 +226,11 @@ pub(super) async fn send(
                 failure
             }
             Err(_) => {
-                note_health(proxy, backend, &endpoint, false);
+                // A deadline the client chose says nothing of the endpoint's health, or
+                // any client could have healthy endpoints ejected.
+                if try_deadline < deadline || !client_deadline {
+                    note_health(proxy, backend, &endpoint, false);
+                }
                 let per_try = forward.per_try_timeout.filter(|_| try_deadline < deadline);
                 let error = GatewayError::Timeout(per_try.unwrap_or(timeout));
                 if per_try.is_none() || !retryable(Failure::PerTryTimeout) {

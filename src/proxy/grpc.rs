@@ -34,9 +34,12 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// The time to wait for the backend's response head: the route's, or the client's
-/// `grpc-timeout` when that is shorter.
+/// The time to wait for the backend's response head: the route's, or a gRPC client's
+/// `grpc-timeout` when that is shorter. Other requests have no use for the field.
 pub fn deadline(headers: &HeaderMap, route: Duration) -> Duration {
+    if !is_grpc(headers) {
+        return route;
+    }
     headers
         .get(GRPC_TIMEOUT)
         .and_then(|v| parse_timeout(v.as_bytes()))
@@ -144,6 +147,9 @@ mod tests {
         let route = Duration::from_secs(30);
         assert_eq!(deadline(&h, route), route);
         h.insert(GRPC_TIMEOUT, "100m".parse().unwrap());
+        // Only a gRPC request's deadline counts.
+        assert_eq!(deadline(&h, route), route);
+        h.insert(header::CONTENT_TYPE, "application/grpc".parse().unwrap());
         assert_eq!(deadline(&h, route), Duration::from_millis(100));
         h.insert(GRPC_TIMEOUT, "5M".parse().unwrap());
         assert_eq!(deadline(&h, route), route);

@@ -169,6 +169,16 @@ async fn route_and_forward(
         .map_err(|e| GatewayError::BadRequest(path_error_text(e)))?
         .into_owned();
     let query = req.uri().query().map(str::to_owned);
+    // Fields for this hop only go before any rule reads a header: a client could
+    // otherwise show the Policy and the cache a field (one `Vary` selects on, say) that
+    // the backend never gets. The `Upgrade` asked for is kept aside to be sent on
+    // purpose; h2c is refused, as after its 101 the client would speak HTTP/2 to the
+    // backend directly, past every rule of this gateway.
+    let trailers = headers::accepts_trailers(req.headers());
+    let client_upgrade = req.version() == Version::HTTP_11;
+    let upgrade = headers::strip_hop_by_hop(req.headers_mut())
+        .filter(|_| client_upgrade)
+        .filter(|proto| !proto.as_bytes().eq_ignore_ascii_case(b"h2c"));
     // Only validated values reach the access log, so a client cannot forge its fields;
     // and only when there is an access log to write.
     if proxy.access_log {
@@ -319,20 +329,6 @@ async fn route_and_forward(
         }
         ex.cors = policy.cors.clone().map(|c| (c, origin));
     }
-    let forward = match forward {
-        Ok(f) => f,
-        Err(endpoint) => {
-            let call = aggregate::Call {
-                path: &canonical,
-                query: query.as_deref(),
-                raw_host: &raw_host,
-                request_id: &ex.request_id,
-                claims,
-            };
-            return aggregate::serve(proxy, conn, req, endpoint, call).await;
-        }
-    };
-
     // The cache answers only what the Policy admitted.
     let edge_req = EdgeRequest {
         route: &action.route,
@@ -355,6 +351,21 @@ async fn route_and_forward(
         Lookup::Forward(edge) => edge,
     };
 
+    let forward = match forward {
+        Ok(f) => f,
+        Err(endpoint) => {
+            let call = aggregate::Call {
+                path: &canonical,
+                query: query.as_deref(),
+                raw_host: &raw_host,
+                request_id: &ex.request_id,
+                claims,
+            };
+            let resp = aggregate::serve(proxy, conn, req, endpoint, call).await?;
+            return Ok(edge.respond(resp));
+        }
+    };
+
     let body_limit = action.max_body_bytes.unwrap_or(proxy.limits.max_body_bytes);
     if let Some(len) = content_length(&req) {
         if len > body_limit {
@@ -367,15 +378,8 @@ async fn route_and_forward(
         Some(rw) => rewrite_path(rw, &canonical, matched_prefix.as_deref()),
     };
     // The upstream request: same method and body, new target and headers.
-    let client_upgrade = req.version() == Version::HTTP_11;
     let on_client_upgrade = client_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let trailers = headers::accepts_trailers(&parts.headers);
-    // h2c is refused: after its 101 the client would speak HTTP/2 to the backend
-    // directly, past every rule of this gateway.
-    let upgrade = headers::strip_hop_by_hop(&mut parts.headers)
-        .filter(|_| client_upgrade)
-        .filter(|proto| !proto.as_bytes().eq_ignore_ascii_case(b"h2c"));
     headers::strip_spoofable(&mut parts.headers);
     let proto = if conn.tls.is_some() { "https" } else { "http" };
     headers::set_forwarded(&mut parts.headers, conn.peer.ip(), proto, &raw_host);
@@ -404,17 +408,18 @@ async fn route_and_forward(
         Some(q) => format!("{new_path}?{q}"),
         None => new_path,
     };
+    let rule_timeout = action.timeout.unwrap_or(proxy.limits.request_timeout);
+    let timeout = grpc::deadline(&parts.headers, rule_timeout);
     let out = forward::Outgoing {
         parts,
         path_and_query,
-        body,
+        body: Some(body),
         body_limit,
         client,
         secure: conn.tls.is_some(),
         trailers,
+        client_deadline: timeout < rule_timeout,
     };
-    let timeout = action.timeout.unwrap_or(proxy.limits.request_timeout);
-    let timeout = grpc::deadline(&out.parts.headers, timeout);
     let deadline = ex.start + timeout;
     let delivered = forward::send(proxy, forward, &action.route, out, deadline, timeout).await;
     let forward::Delivered {

@@ -3,7 +3,9 @@
 //! The backend always gets a valid `traceparent`. A valid one from the client is kept with
 //! its `tracestate`; when only B3 arrives, a `traceparent` is derived from it carrying the
 //! same trace id (a 64-bit B3 id padded to 128 bits) and B3 goes on as sent; otherwise a
-//! new trace starts. Values that do not parse are removed, never forwarded.
+//! new trace starts. Values that do not parse, and a repeated `traceparent`, are removed,
+//! never forwarded; so is B3 naming another trace than the `traceparent` that goes on,
+//! so that every backend joins the same trace whichever format it reads.
 
 use super::headers::{TRACEPARENT, TRACESTATE};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -39,42 +41,62 @@ struct B3Context {
 pub fn propagate(headers: &mut HeaderMap, request_id: &HeaderValue) -> String {
     let single = read_b3(headers, &[B3], single_b3);
     let multi = read_b3(headers, &B3_MULTI, multi_b3);
-    let b3 = single.or(multi);
 
-    if let Some(trace_id) = headers
-        .get(&TRACEPARENT)
-        .and_then(|v| parse_traceparent(v.as_bytes()))
-    {
-        return trace_id.to_string();
-    }
-    // A tracestate without its traceparent is meaningless.
-    headers.remove(&TRACESTATE);
-    let sampled = b3.as_ref().and_then(|b| b.sampled).unwrap_or(true);
-    let (trace_id, span_id) = match b3.and_then(|b| b.ids) {
-        Some(ids) => ids,
+    let trace_id = match valid_traceparent(headers) {
+        Some(id) => id.to_string(),
         None => {
-            let trace_id = match request_id.to_str() {
-                Ok(id) if is_trace_id(id.as_bytes()) => id.to_string(),
-                _ => format!("{:032x}", fastrand::u128(1..)),
+            // A tracestate without its traceparent is meaningless.
+            headers.remove(&TRACESTATE);
+            let b3 = single.as_ref().or(multi.as_ref());
+            let sampled = b3.and_then(|b| b.sampled).unwrap_or(true);
+            let (trace_id, span_id) = match b3.and_then(|b| b.ids.clone()) {
+                Some(ids) => ids,
+                None => {
+                    let trace_id = match request_id.to_str() {
+                        Ok(id) if is_trace_id(id.as_bytes()) => id.to_string(),
+                        _ => format!("{:032x}", fastrand::u128(1..)),
+                    };
+                    (trace_id, format!("{:016x}", fastrand::u64(1..)))
+                }
             };
-            (trace_id, format!("{:016x}", fastrand::u64(1..)))
+            let value = format!("00-{trace_id}-{span_id}-{:02x}", u8::from(sampled));
+            // Replaces every copy the client sent.
+            headers.insert(
+                TRACEPARENT,
+                HeaderValue::from_str(&value).expect("hex is a valid value"),
+            );
+            trace_id
         }
     };
-    let value = format!("00-{trace_id}-{span_id}-{:02x}", u8::from(sampled));
-    headers.insert(
-        TRACEPARENT,
-        HeaderValue::from_str(&value).expect("hex is a valid value"),
-    );
+    // A backend reading B3 must join the trace that `traceparent` names, not another.
+    for (context, names) in [(single, &[B3][..]), (multi, &B3_MULTI[..])] {
+        let other = context
+            .and_then(|c| c.ids)
+            .is_some_and(|(id, _)| id != trace_id);
+        if other {
+            for n in names {
+                headers.remove(n);
+            }
+        }
+    }
     trace_id
+}
+
+/// The trace id of the request's `traceparent`, unless it is malformed or repeated
+/// (two are ambiguous, so invalid).
+fn valid_traceparent(headers: &HeaderMap) -> Option<&str> {
+    if repeated(headers, &[TRACEPARENT]) {
+        return None;
+    }
+    headers
+        .get(&TRACEPARENT)
+        .and_then(|v| parse_traceparent(v.as_bytes()))
 }
 
 /// The trace id a request arrives with, if any: from a valid `traceparent`, else from
 /// valid B3 ids.
 pub fn incoming_trace_id(headers: &HeaderMap) -> Option<String> {
-    if let Some(id) = headers
-        .get(&TRACEPARENT)
-        .and_then(|v| parse_traceparent(v.as_bytes()))
-    {
+    if let Some(id) = valid_traceparent(headers) {
         return Some(id.to_string());
     }
     let valid = |names: &[HeaderName], parse: B3Parser| {
@@ -353,31 +375,78 @@ mod tests {
     }
 
     #[test]
-    fn single_b3_wins_over_multi() {
+    fn single_b3_wins_over_multi_of_another_trace() {
         let mut h = mk_headers(&[
             ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
             ("x-b3-traceid", "a3ce929d0e0e4736"),
             ("x-b3-spanid", "00f067aa0ba902b7"),
+            ("x-b3-sampled", "1"),
         ]);
         assert_eq!(
             propagate(&mut h, &rid()),
             "80f198ee56343ba864fe8b2a57d3eff7"
         );
+        assert_eq!(
+            h["b3"],
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"
+        );
+        for name in B3_MULTI {
+            assert!(h.get(&name).is_none(), "{name} kept");
+        }
+    }
+
+    #[test]
+    fn b3_of_the_same_trace_stays_beside_traceparent() {
+        // A 64-bit B3 id names the trace whose 128-bit id is padded with zeros.
+        let tp = "00-0000000000000000a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = mk_headers(&[
+            ("traceparent", tp),
+            ("b3", "a3ce929d0e0e4736-00f067aa0ba902b7"),
+            ("x-b3-traceid", "a3ce929d0e0e4736"),
+            ("x-b3-spanid", "00f067aa0ba902b7"),
+        ]);
+        propagate(&mut h, &rid());
+        assert_eq!(h["traceparent"], tp);
+        assert_eq!(h["b3"], "a3ce929d0e0e4736-00f067aa0ba902b7");
         assert_eq!(h["x-b3-traceid"], "a3ce929d0e0e4736");
     }
 
     #[test]
-    fn traceparent_wins_and_b3_stays_as_sent() {
+    fn traceparent_wins_and_b3_of_another_trace_is_dropped() {
         let mut h = mk_headers(&[
             ("traceparent", TP),
             ("b3", "a3ce929d0e0e4736-00f067aa0ba902b7"),
+            ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
         ]);
         assert_eq!(
             propagate(&mut h, &rid()),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         assert_eq!(h["traceparent"], TP);
-        assert_eq!(h["b3"], "a3ce929d0e0e4736-00f067aa0ba902b7");
+        assert!(h.get("b3").is_none());
+        assert!(h.get("x-b3-traceid").is_none());
+        assert!(h.get("x-b3-spanid").is_none());
+    }
+
+    #[test]
+    fn two_traceparents_are_replaced_by_one() {
+        let other = "00-463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312-01";
+        let mut h = mk_headers(&[
+            ("traceparent", TP),
+            ("traceparent", other),
+            ("tracestate", "v=1"),
+        ]);
+        let id = propagate(&mut h, &rid());
+        assert_ne!(id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(id, "463ac35c9f6413ad48485a3953bb6124");
+        assert_eq!(h.get_all("traceparent").iter().count(), 1);
+        assert_eq!(&h["traceparent"].to_str().unwrap()[3..35], id);
+        assert!(h.get("tracestate").is_none());
+        assert_eq!(
+            incoming_trace_id(&mk_headers(&[("traceparent", TP), ("traceparent", TP)])),
+            None
+        );
     }
 
     #[test]

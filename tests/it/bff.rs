@@ -670,3 +670,111 @@ fn check_names_the_bff_endpoint_and_part_at_fault() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn a_policy_on_a_bff_compresses_its_answers_and_caches_pass_throughs() {
+    use crate::origin::{answer, Origin};
+    let big = format!(
+        "{{\"items\":[{}]}}",
+        vec!["{\"id\":1,\"n\":\"x\"}"; 300].join(",")
+    );
+    let origin = Origin::start(move |req, n| {
+        let ct = ("content-type", "application/json");
+        match req.uri.path() {
+            "/cached" => answer(
+                200,
+                &[ct, ("cache-control", "max-age=60")],
+                format!("{{\"n\":{n}}}"),
+            ),
+            _ => answer(200, &[ct], big.clone()),
+        }
+    })
+    .await;
+    let o = origin.addr;
+    let yaml = bff(
+        "mobile",
+        "2026-01-01T00:00:00Z",
+        &format!(
+            "  client: mobile\n  hosts: [m.test]\n  endpoints:\n\
+             \x20 - path: /home\n    aggregate: {{parts: [{{name: a, address: '{o}', path: /a}}, {{name: b, address: '{o}', path: /b}}]}}\n\
+             \x20 - path: /cached\n    passThrough: {{address: '{o}'}}\n"
+        ),
+    ) + &policy(
+        "edge",
+        "{kind: BFF, name: mobile}",
+        "  cache: {}\n  compression: {encodings: [Gzip]}\n",
+    );
+    let gw = TestGateway::start(&yaml).await;
+
+    let plain = get(&gw.url("/home"), &[("host", "m.test")]).await;
+    assert_eq!(
+        plain.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&plain.body)
+    );
+    assert_eq!(plain.header("vary"), "Accept-Encoding");
+    let zipped = get(
+        &gw.url("/home"),
+        &[("host", "m.test"), ("accept-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(zipped.header("content-encoding"), "gzip");
+    assert!(
+        zipped.body.len() * 10 < plain.body.len(),
+        "{} bytes",
+        zipped.body.len()
+    );
+    let decoded = crate::edge_compress::decode("gzip", &zipped.body).await;
+    assert_eq!(decoded, plain.body.to_vec());
+    // An aggregate carries no freshness, so it is built anew each time.
+    assert_eq!(zipped.header("cache-status"), "portcullis; fwd=uri-miss");
+
+    let first = get(&gw.url("/cached"), &[("host", "m.test")]).await;
+    let second = get(&gw.url("/cached"), &[("host", "m.test")]).await;
+    assert_eq!(first.body, second.body);
+    assert!(
+        second.header("cache-status").starts_with("portcullis; hit"),
+        "{}",
+        second.header("cache-status")
+    );
+}
+
+#[tokio::test]
+async fn parts_through_routes_get_those_routes_retries_and_ejection() {
+    let (well, dead) = (echo("well").await, closed_port().await);
+    let orders = format!(
+        "---\napiVersion: portcullis.dev/v1alpha1\nkind: Route\nmetadata: {{name: orders}}\n\
+         spec:\n  hosts: [orders.internal]\n  rules:\n\
+         \x20 - backends:\n    - addresses: ['{dead}', '{well}']\n\
+         \x20     healthCheck: {{passive: {{consecutiveFailures: 1, baseEjectionTime: 1m}}}}\n\
+         \x20   retry: {{attempts: 1, on: [ConnectFailure], backoff: 1ms, budgetPercent: 100}}\n"
+    );
+    let yaml = orders
+        + &bff(
+            "web",
+            "2026-01-01T00:00:00Z",
+            "  client: web\n  hosts: [web.test]\n  endpoints:\n\
+             \x20 - path: /home\n    aggregate: {parts: [{name: o, route: {host: orders.internal}, path: /orders}]}\n",
+        );
+    let gw = TestGateway::start(&yaml).await;
+    for i in 0..20 {
+        let a = get(&gw.url("/home"), &[("host", "web.test")]).await;
+        assert_eq!(
+            a.status,
+            200,
+            "call {i}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert_eq!(a.json()["o"]["path"], "/orders");
+    }
+    let metrics = get(&format!("http://{}/metrics", gw.admin), &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    // The dead endpoint failed once, was retried past, and then left alone.
+    for line in [
+        "portcullis_upstream_retries_total{reason=\"connect_failure\",route=\"default/orders\"} 1",
+        "portcullis_upstream_ejections_total{",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+}

@@ -195,6 +195,90 @@ async fn a_stale_entry_is_revalidated_with_its_etag() {
 }
 
 #[tokio::test]
+async fn a_field_named_in_connection_cannot_pick_the_variant_it_is_stored_under() {
+    let origin = Origin::start(|req, n| {
+        let lang = req
+            .headers
+            .get("accept-language")
+            .map_or("-", |v| v.to_str().unwrap());
+        answer(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+            format!("{lang} #{n}"),
+        )
+    })
+    .await;
+    let gw = TestGateway::start(&mk_config(origin.addr, "  cache: {}\n")).await;
+    // Accept-Language is for this hop only: the backend answers without it...
+    let poison = raw(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nAccept-Language: en\r\n\
+          Connection: close, accept-language\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(poison.ends_with("- #1"), "{poison}");
+    // ...so that answer is stored as the one for no Accept-Language, not for `en`.
+    let a = get(
+        &gw.url("/"),
+        &[("host", "a.test"), ("accept-language", "en")],
+    )
+    .await;
+    assert_eq!(text(&a), "en #2");
+    let a = get(&gw.url("/"), &[("host", "a.test")]).await;
+    assert_eq!(text(&a), "- #1");
+}
+
+#[tokio::test]
+async fn a_304_that_forbids_storing_ends_the_entry() {
+    let origin = Origin::start(|req, n| {
+        let etag = ("etag", "\"v1\"");
+        let revalidating = req.headers.get("if-none-match").is_some();
+        match (req.uri.path(), revalidating) {
+            ("/cookie", true) => answer(304, &[etag, ("set-cookie", "sid=abc")], ""),
+            ("/no-store", true) => answer(304, &[etag, ("cache-control", "no-store")], ""),
+            _ => answer(
+                200,
+                &[("cache-control", "max-age=1"), etag],
+                format!("full #{n}"),
+            ),
+        }
+    })
+    .await;
+    let gw = TestGateway::start(&mk_config(origin.addr, "  cache: {}\n")).await;
+    for path in ["/cookie", "/no-store"] {
+        get(&gw.url(path), &[]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let a = get(&gw.url("/cookie"), &[]).await;
+    assert_eq!(
+        a.header("cache-status"),
+        "portcullis; fwd=stale; fwd-status=304"
+    );
+    // The client that revalidated gets the stored body with the new fields...
+    assert_eq!(
+        (text(&a).as_str(), a.header("set-cookie")),
+        ("full #1", "sid=abc")
+    );
+    assert_eq!(
+        get(&gw.url("/no-store"), &[]).await.header("cache-control"),
+        "no-store"
+    );
+    assert_eq!(origin.calls(), 4);
+    // ...and no later client is answered from the entry: its cookie was for one.
+    for path in ["/cookie", "/no-store"] {
+        let a = get(&gw.url(path), &[]).await;
+        assert_eq!(
+            a.header("cache-status"),
+            "portcullis; fwd=uri-miss",
+            "{path}"
+        );
+        assert_eq!(a.header("set-cookie"), "", "{path}");
+    }
+    assert_eq!(origin.calls(), 6);
+}
+
+#[tokio::test]
 async fn no_store_private_and_set_cookie_answers_are_not_shared() {
     let origin = Origin::start(|req, n| {
         let headers: &[(&str, &str)] = match req.uri.path() {

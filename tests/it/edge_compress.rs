@@ -60,7 +60,7 @@ async fn mk_origin() -> Origin {
     .await
 }
 
-async fn decode(encoding: &str, data: &[u8]) -> Vec<u8> {
+pub async fn decode(encoding: &str, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut reader: std::pin::Pin<Box<dyn AsyncRead>> = match encoding {
         "gzip" => Box::pin(GzipDecoder::new(data)),
@@ -141,7 +141,7 @@ async fn q_values_choose_and_q_zero_refuses() {
 }
 
 #[tokio::test]
-async fn small_encoded_and_binary_bodies_and_head_go_as_they_are() {
+async fn small_encoded_and_binary_bodies_go_as_they_are_and_head_gets_get_fields() {
     let origin = mk_origin().await;
     let gw = TestGateway::start(&mk_config(origin.addr, "  compression: {}\n")).await;
     let all = [("accept-encoding", "gzip, br, zstd")];
@@ -170,7 +170,18 @@ async fn small_encoded_and_binary_bodies_and_head_go_as_they_are() {
         .unwrap();
     let a = send(head).await;
     assert_eq!(a.status, 200);
+    assert!(a.body.is_empty());
+    // The fields its GET would get: the encoding, no identity length, a weak validator.
+    assert_eq!(a.header("content-encoding"), "gzip");
+    assert_eq!(a.header("vary"), "Accept-Encoding");
+    assert_eq!(a.header("etag"), "W/\"j1\"");
+    assert!(!a.headers.contains_key("content-length"));
+    let head = http::Request::head(gw.url("/json"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let a = send(head).await;
     assert_eq!(a.header("content-encoding"), "");
+    assert_eq!(a.header("vary"), "Accept-Encoding");
     assert_eq!(a.header("content-length"), mk_json().len().to_string());
 
     // A larger minimum leaves the JSON alone.

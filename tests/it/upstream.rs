@@ -593,3 +593,26 @@ async fn a_live_stream_outlasts_the_request_timeout_and_a_silent_one_is_cut() {
         "{cut:?}"
     );
 }
+
+#[tokio::test]
+async fn a_deadline_the_client_chose_does_not_eject_the_endpoint() {
+    let slow = Backend::start("slow", Act::Slow(Duration::from_millis(300))).await;
+    let mut backends = addresses(&[&slow]);
+    backends
+        .push_str("      healthCheck: {passive: {consecutiveFailures: 1, baseEjectionTime: 1m}}\n");
+    let gw = TestGateway::start(&route(&backends, "")).await;
+    let grpc = [("content-type", "application/grpc"), ("grpc-timeout", "1m")];
+    for _ in 0..3 {
+        // DEADLINE_EXCEEDED
+        assert_eq!(get(&gw.url("/"), &grpc).await.header("grpc-status"), "4");
+    }
+    // Outside gRPC the field means nothing.
+    let a = get(&gw.url("/"), &[("grpc-timeout", "1m")]).await;
+    assert_eq!((a.status, a.header("x-backend")), (200, "slow"));
+    let metrics = get(&format!("http://{}/metrics", gw.admin), &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        !metrics.contains("portcullis_upstream_ejections_total{"),
+        "{metrics}"
+    );
+}
