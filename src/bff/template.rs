@@ -117,8 +117,12 @@ impl Template {
             match piece {
                 Piece::Literal(l) => out.push_str(l),
                 Piece::Var(source) => {
+                    // An empty path value would leave `//`, which canonicalizing folds:
+                    // `/users/{id}/orders` would call `/users/orders`.
+                    let in_path = escape == Escape::Component && !out.contains(['?', '#']);
                     let value = source
                         .value(inputs)
+                        .filter(|v| !(in_path && v.is_empty()))
                         .ok_or_else(|| FillError::Missing(source.to_string()))?;
                     match escape {
                         Escape::Component => out.extend(utf8_percent_encode(&value, COMPONENT)),
@@ -312,6 +316,22 @@ mod tests {
             ..Inputs::default()
         };
         assert_eq!(fill("/u?id={query.id}", &inputs).unwrap(), "/u?id=..");
+    }
+
+    #[test]
+    fn an_empty_value_is_missing_in_a_path_and_kept_in_a_query() {
+        let inputs = Inputs {
+            query: Some("uid=&page="),
+            ..Inputs::default()
+        };
+        assert_eq!(
+            fill("/users/{query.uid}/orders", &inputs),
+            Err(FillError::Missing("query.uid".into()))
+        );
+        assert_eq!(
+            fill("/orders?owner=x&page={query.page}", &inputs).unwrap(),
+            "/orders?owner=x&page="
+        );
     }
 
     #[test]

@@ -471,7 +471,11 @@ pub struct Denial {
 }
 
 impl Denial {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Denial {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Denial {
         Denial {
             status,
             code,

@@ -68,6 +68,8 @@ struct Context<'a> {
     /// The caller's address as Policies see it.
     client_ip: IpAddr,
     proto: &'static str,
+    /// The caller's certificate as `x-forwarded-client-cert` has it, when it sent one.
+    client_cert: Option<HeaderValue>,
 }
 
 /// Why a part gave no answer.
@@ -90,7 +92,10 @@ pub(super) async fn serve(
     let result = match &endpoint.kind {
         EndpointKind::PassThrough(p) => pass_through(proxy, conn, req, endpoint, p, &call).await,
         EndpointKind::Aggregate(parts) => {
-            let (head, _) = req.into_parts();
+            let (mut head, _) = req.into_parts();
+            // Settled once, so every part joins one trace even when the request
+            // brought none.
+            trace::propagate(&mut head.headers, call.request_id);
             let ctx = Context {
                 proxy,
                 endpoint,
@@ -100,6 +105,7 @@ pub(super) async fn serve(
                 peer: conn.peer.ip(),
                 client_ip: client_address(conn.peer.ip(), &head.headers, &proxy.trusted_proxies),
                 proto: if conn.tls.is_some() { "https" } else { "http" },
+                client_cert: conn.tls.as_ref().and_then(|t| t.client_cert.clone()),
             };
             Ok(aggregate(&ctx, parts).await)
         }
@@ -384,6 +390,15 @@ async fn through_route(
 ) -> Result<Value, PartError> {
     let (action, matched_prefix, policy) = {
         let snapshot = ctx.proxy.snapshot.load();
+        // A host that requires a client certificate requires it of every caller,
+        // through an aggregate too.
+        if ctx.client_cert.is_none() && snapshot.tls.requires_client_cert(host) {
+            return Err(PartError::Refused(Denial::new(
+                StatusCode::FORBIDDEN,
+                "client_certificate_required",
+                format!("{host} requires a client certificate, sent over HTTPS"),
+            )));
+        }
         let view = RequestView {
             host,
             path,
@@ -436,6 +451,9 @@ async fn through_route(
         }
     };
     headers.insert(header::HOST, host_value);
+    if let Some(cert) = &ctx.client_cert {
+        headers.insert(headers::X_FORWARDED_CLIENT_CERT, cert.clone());
+    }
     action.request_headers.apply(&mut headers);
 
     let path_and_query = match query {

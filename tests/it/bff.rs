@@ -778,3 +778,32 @@ async fn parts_through_routes_get_those_routes_retries_and_ejection() {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn every_part_of_one_request_joins_one_trace() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let yaml = bff(
+        "web",
+        "2026-01-01T00:00:00Z",
+        &format!(
+            "  client: web\n  hosts: [web.test]\n  endpoints:\n\
+             \x20 - path: /home\n    aggregate: {{parts: [{{name: a, address: '{a}', path: /a}}, {{name: b, address: '{b}', path: /b}}]}}\n"
+        ),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    // A request id that cannot be a trace id, and no trace context: the trace is new.
+    let answer = get(
+        &gw.url("/home"),
+        &[("host", "web.test"), ("x-request-id", "req-1")],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let trace = |part: &str| {
+        let tp = answer.json()[part]["headers"]["traceparent"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+        tp[3..35].to_string()
+    };
+    assert_eq!(trace("a"), trace("b"));
+}

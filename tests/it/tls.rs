@@ -857,3 +857,64 @@ async fn a_client_that_names_no_host_reaches_hosts_without_certificates() {
     let a = Https::over(s).await.get(&host, "/", &[]).await.unwrap();
     assert_eq!(a.status, 200);
 }
+
+#[tokio::test]
+async fn an_aggregate_cannot_reach_a_host_that_requires_a_certificate_without_one() {
+    let pki = Pki::new("Server CA");
+    let clients = Pki::new("Client CA");
+    let admin = pki.leaf(&["admin.example.test"]);
+    let web = pki.leaf(&["web.example.test"]);
+    let alice = clients.leaf(&["alice"]);
+    let backend = echo("admin").await;
+    let bff = "---\napiVersion: portcullis.dev/v1alpha1\nkind: BFF\nmetadata: {name: web}\n\
+               spec:\n  client: web\n  hosts: [web.example.test]\n  endpoints:\n\
+               \x20 - path: /home\n    aggregate: {parts: [{name: admin, route: {host: admin.example.test}, path: /users}]}\n";
+    // The web host asks for a certificate without requiring one, so a caller can show it.
+    let yaml = tls_route(
+        "admin",
+        &["admin.example.test"],
+        "admin",
+        backend,
+        "    clientCertificate: {caRef: {name: client-ca}}\n",
+    ) + &tls_route(
+        "web",
+        &["web.example.test"],
+        "web",
+        backend,
+        "    clientCertificate: {caRef: {name: client-ca}, mode: Optional}\n",
+    ) + bff;
+    let ca_pem = clients.ca_pem();
+    let gw = TestGateway::with_secrets(
+        &yaml,
+        Limits::default(),
+        |dir| {
+            write_cert(dir, "admin", &admin);
+            write_cert(dir, "web", &web);
+            write_secret(dir, "client-ca", &[("ca.crt", &ca_pem)]);
+        },
+        None,
+    )
+    .await;
+    let problems = gw.gw.as_ref().unwrap().snapshot.load().problems.clone();
+    assert!(problems.is_empty(), "{problems:?}");
+
+    let a = get(&gw.url("/home"), &[("host", "web.example.test")]).await;
+    assert_eq!(a.status, 403, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json()["error"], "client_certificate_required");
+    assert_eq!(a.json()["part"], "admin");
+    let a = https_get(&gw, &pki, "web.example.test", "/home", None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 403);
+
+    let a = https_get(&gw, &pki, "web.example.test", "/home", Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let xfcc = a.json()["admin"]["headers"]["x-forwarded-client-cert"][0].clone();
+    assert!(
+        xfcc.as_str()
+            .is_some_and(|x| x.ends_with(";Subject=\"CN=alice\"")),
+        "{xfcc}"
+    );
+}
