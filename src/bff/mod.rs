@@ -19,7 +19,7 @@ use std::{
     },
     time::Duration,
 };
-use template::Template;
+use template::{Source, Template};
 
 /// How long a part may take when it sets no `timeout`.
 pub const DEFAULT_PART_TIMEOUT: Duration = Duration::from_secs(5);
@@ -139,6 +139,19 @@ impl Endpoint {
             params,
             path,
             kind,
+        }
+    }
+
+    /// True when what is sent upstream follows from the request's URL alone, so that
+    /// a cache keyed on the URL may hold its answers. A pass-through whose path reads a
+    /// header or a claim sends one URL to different places; so may an aggregate.
+    pub fn keyed_by_url(&self) -> bool {
+        match &self.kind {
+            EndpointKind::PassThrough(p) => p.path.as_ref().is_none_or(|t| {
+                t.sources()
+                    .all(|s| matches!(s, Source::Param(_) | Source::Query(_)))
+            }),
+            EndpointKind::Aggregate(_) => false,
         }
     }
 

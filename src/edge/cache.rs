@@ -75,8 +75,6 @@ pub struct Cache {
     policy: Arc<str>,
     max_object: u64,
     parts: Vec<KeyPart>,
-    /// Whether a part of the key identifies a caller with credentials.
-    identifies: bool,
     store: moka::sync::Cache<Key, Arc<Entry>>,
 }
 
@@ -241,10 +239,6 @@ impl Cache {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let identifies = parts.iter().any(|p| match p {
-            KeyPart::Header(h) => h == header::AUTHORIZATION || h == header::COOKIE,
-            KeyPart::Consumer | KeyPart::Claim(_) => true,
-        });
         let store = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_: &Key, e: &Arc<Entry>| e.weight)
@@ -255,7 +249,6 @@ impl Cache {
             policy: policy.into(),
             max_object,
             parts,
-            identifies,
             store,
         })
     }
@@ -304,7 +297,7 @@ impl Cache {
             || headers.contains_key(header::COOKIE)
             || req.verified.consumer.is_some()
             || req.verified.claims.is_some();
-        if credentialed && !(self.identifies && complete) {
+        if credentialed && !(complete && self.covers(headers, req.verified)) {
             return forward(Fwd::Bypass, Plan::Nothing);
         }
         let scheme = if req.https { "https" } else { "http" };
@@ -364,6 +357,33 @@ impl Cache {
 
     /// The digest of the `keyIncludes` values (none when no part has a value), and
     /// whether every part has one.
+    /// Whether the key tells apart every caller the request's credentials could name.
+    /// A verified claim stands for the token's caller; otherwise each credential the
+    /// request carries (`Authorization`, `Cookie`, an API key's consumer) must be a
+    /// part of the key, or two callers sharing one of them would share entries.
+    fn covers(&self, headers: &HeaderMap, verified: &Verified) -> bool {
+        let has = |want: &dyn Fn(&KeyPart) -> bool| self.parts.iter().any(want);
+        let header = |name: HeaderName| has(&|p| matches!(p, KeyPart::Header(h) if *h == name));
+        let claim = verified.claims.is_some() && has(&|p| matches!(p, KeyPart::Claim(_)));
+        let consumer = has(&|p| matches!(p, KeyPart::Consumer));
+        let needs = [
+            (
+                headers.contains_key(header::AUTHORIZATION),
+                claim || header(header::AUTHORIZATION),
+            ),
+            (
+                headers.contains_key(header::COOKIE),
+                claim || header(header::COOKIE),
+            ),
+            (verified.consumer.is_some(), consumer),
+            (
+                verified.claims.is_some(),
+                claim || header(header::AUTHORIZATION),
+            ),
+        ];
+        needs.iter().all(|&(present, covered)| !present || covered)
+    }
+
     fn extra(&self, headers: &HeaderMap, verified: &Verified) -> (Option<[u8; 32]>, bool) {
         let mut ctx = digest::Context::new(&digest::SHA256);
         let (mut any, mut all) = (false, true);
@@ -944,14 +964,36 @@ mod tests {
     }
 
     #[test]
-    fn only_identifying_parts_let_credentials_in() {
-        let by = |kind, name| mk_cache(&[(kind, name)]).identifies;
-        assert!(by(CacheKeyType::Header, Some("Authorization")));
-        assert!(by(CacheKeyType::Header, Some("cookie")));
-        assert!(by(CacheKeyType::Consumer, None));
-        assert!(by(CacheKeyType::Claim, Some("sub")));
-        assert!(!by(CacheKeyType::Header, Some("x-tenant")));
-        assert!(!mk_cache(&[]).identifies);
+    fn every_credential_sent_must_be_in_the_key() {
+        let covers = |kind, name, sent: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in sent {
+                h.insert(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            mk_cache(&[(kind, name)]).covers(&h, &Verified::default())
+        };
+        let auth = ("authorization", "Basic YTpi");
+        let cookie = ("cookie", "lang=en");
+        assert!(covers(CacheKeyType::Header, Some("Authorization"), &[auth]));
+        assert!(covers(CacheKeyType::Header, Some("cookie"), &[cookie]));
+        // One credential in the key does not cover another the request carries.
+        assert!(!covers(
+            CacheKeyType::Header,
+            Some("cookie"),
+            &[cookie, auth]
+        ));
+        assert!(!covers(
+            CacheKeyType::Header,
+            Some("Authorization"),
+            &[auth, cookie]
+        ));
+        assert!(!covers(CacheKeyType::Header, Some("x-tenant"), &[auth]));
+        // A claim counts only once a Policy verified the token.
+        assert!(!covers(CacheKeyType::Claim, Some("sub"), &[auth]));
+        assert!(!covers(CacheKeyType::Consumer, None, &[auth]));
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct EdgeRequest<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub verified: &'a Verified,
+    /// False when the backend's answer may depend on more than the URL and the
+    /// `keyIncludes`: the cache then neither answers nor stores.
+    pub cacheable: bool,
 }
 
 /// What [`Edge::before_forward`] decided.
@@ -87,7 +90,7 @@ impl Edge {
             .compression
             .as_ref()
             .map(|c| Compression::plan(c, &req.method, headers));
-        if let Some(cache) = &policy.cache {
+        if let Some(cache) = policy.cache.as_ref().filter(|_| req.cacheable) {
             match cache.lookup(req, headers) {
                 cache::Outcome::Hit(resp) => {
                     edge.count_lookup("hit");

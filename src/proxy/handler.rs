@@ -340,6 +340,7 @@ async fn route_and_forward(
         path: &canonical,
         query: query.as_deref(),
         verified: &verified,
+        cacheable: forward.as_ref().map_or_else(|e| e.keyed_by_url(), |_| true),
     };
     let edge = match Edge::before_forward(
         policy.as_deref(),
