@@ -16,7 +16,7 @@ use super::{
     conn::ConnInfo,
     error::GatewayError,
     forward,
-    handler::rewrite_path,
+    handler::{join_cookies, rewrite_path},
     headers::{self, X_FORWARDED_FOR, X_REQUEST_ID},
     trace,
     transport::SendError,
@@ -207,6 +207,14 @@ async fn pass_through(
     parts
         .headers
         .insert(X_PORTCULLIS_CLIENT, client_value(endpoint));
+    // The backend hears the host the client asked for, as from a Route, whichever
+    // version the client spoke; an HTTP/2 client's split cookies become one field.
+    let host = HeaderValue::from_str(call.raw_host)
+        .map_err(|_| GatewayError::BadRequest("invalid Host"))?;
+    parts.headers.insert(header::HOST, host);
+    if parts.version == http::Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
     parts.uri = upstream_uri(authority, &path, call.query)
         .map_err(|_| GatewayError::BadRequest("request target cannot be forwarded"))?;
     parts.version = http::Version::HTTP_11;

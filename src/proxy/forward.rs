@@ -180,10 +180,14 @@ pub(super) async fn send(
         let sent = proxy.transports.send(&backend.transport, req);
         let outcome = tokio::time::timeout_at(try_deadline.into(), sent).await;
         let can_replay = matches!(replay, Replay::Bytes(_));
+        let wait = retry.map_or(Duration::ZERO, |r| r.backoff(attempt + 1));
+        // A retry that could not start before the deadline would turn the backend's
+        // own answer into a timeout.
         let retryable = |failure: Failure| {
             retry.is_some_and(|r| {
                 can_replay && attempt < r.attempts && r.retries(&parts.method, failure)
-            }) && budget_allows(proxy, forward, route)
+            }) && Instant::now() + wait < deadline
+                && budget_allows(proxy, forward, route)
         };
         let failure = match outcome {
             Ok(Ok(resp)) => {
@@ -247,7 +251,6 @@ pub(super) async fn send(
             .with_label_values(&[route, failure_label(failure)])
             .inc();
         tried.push(endpoint);
-        let wait = retry.map_or(Duration::ZERO, |r| r.backoff(attempt + 1));
         if Instant::now() + wait >= deadline {
             return Err(fail(GatewayError::Timeout(timeout)));
         }

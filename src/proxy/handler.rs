@@ -510,7 +510,7 @@ fn check_framing(
 
 /// HTTP/2 may split `cookie` into several fields; HTTP/1.1 allows one (RFC 9113
 /// §8.2.3), joined with "; ".
-fn join_cookies(headers: &mut http::HeaderMap) {
+pub(super) fn join_cookies(headers: &mut http::HeaderMap) {
     let mut values = headers.get_all(header::COOKIE).iter();
     if values.nth(1).is_none() {
         return;

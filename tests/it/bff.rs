@@ -814,3 +814,37 @@ async fn every_part_of_one_request_joins_one_trace() {
     };
     assert_eq!(trace("a"), trace("b"));
 }
+
+#[tokio::test]
+async fn an_http2_pass_through_reaches_the_backend_as_a_route_would() {
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    let users = echo("users").await;
+    let yaml = bff(
+        "web",
+        "2026-01-01T00:00:00Z",
+        &format!(
+            "  client: web\n  pathPrefix: /web\n  endpoints:\n\
+             \x20 - path: /me\n    passThrough: {{address: '{users}'}}\n"
+        ),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = http::Request::get(gw.url("/web/me"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Full::default())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let json: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    // The host the client asked for (its :authority), not the backend's address.
+    assert_eq!(
+        json["headers"]["host"],
+        serde_json::json!([gw.addr.to_string()])
+    );
+    assert_eq!(json["headers"]["cookie"], serde_json::json!(["a=1; b=2"]));
+}

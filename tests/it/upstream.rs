@@ -616,3 +616,26 @@ async fn a_deadline_the_client_chose_does_not_eject_the_endpoint() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_retry_that_cannot_start_in_time_leaves_the_backends_answer() {
+    let sick = Backend::start("sick", Act::Answer(503)).await;
+    let gw = TestGateway::start(&route(
+        &addresses(&[&sick]),
+        "    timeouts: {request: 500ms}\n\
+         \x20   retry: {attempts: 2, backoff: 2s, maxBackoff: 2s, budgetPercent: 100}\n",
+    ))
+    .await;
+    // The jittered wait mostly overshoots the deadline; when it does, the client gets
+    // the backend's own 503, not a 504. A wait that fits is taken and ends the same way.
+    for _ in 0..5 {
+        let started = Instant::now();
+        let a = get(&gw.url("/"), &[]).await;
+        assert_eq!((a.status, a.header("x-backend")), (503, "sick"));
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
