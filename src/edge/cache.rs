@@ -308,7 +308,7 @@ impl Cache {
         ) else {
             return forward(Fwd::Bypass, Plan::Nothing);
         };
-        let mut cache_headers = headers.clone();
+        let mut cache_headers = one_line_each(headers);
         cache_headers.insert(header::HOST, host);
         let mut store = Store {
             key,
@@ -752,6 +752,24 @@ impl Variant {
             fresh
         }
     }
+}
+
+/// `headers` with the lines of each field joined into one: the `Vary` comparison reads
+/// a field's first line only, and `a` then `b` must not match a request sending `a`.
+fn one_line_each(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.keys_len());
+    for name in headers.keys() {
+        let mut lines = headers.get_all(name).iter();
+        let first = lines.next().expect("a key has a value");
+        let mut joined = first.as_bytes().to_vec();
+        for line in lines {
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(line.as_bytes());
+        }
+        let value = HeaderValue::from_bytes(&joined).unwrap_or_else(|_| first.clone());
+        out.insert(name.clone(), value);
+    }
+    out
 }
 
 // === impl CacheRequest ===

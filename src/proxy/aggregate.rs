@@ -246,6 +246,16 @@ async fn aggregate(ctx: &Context<'_>, parts: &[Part]) -> Response<ProxyBody> {
     let mut results: Vec<Option<Result<Value, PartError>>> =
         (0..parts.len()).map(|_| None).collect();
     let mut answers: HashMap<String, Value> = HashMap::new();
+    // Only answers a later part reads (through its `after` chain) are kept aside, so a
+    // large answer is not held twice for nothing.
+    let mut read_later = vec![false; parts.len()];
+    for part in parts {
+        let mut waits = part.after;
+        while let Some(i) = waits {
+            read_later[i] = true;
+            waits = parts[i].after;
+        }
+    }
     for stage in 0..ctx.endpoint.stages() {
         let calls = parts
             .iter()
@@ -282,7 +292,7 @@ async fn aggregate(ctx: &Context<'_>, parts: &[Part]) -> Response<ProxyBody> {
         drop(running);
         for (i, outcome) in done {
             record_part(ctx, &parts[i], &outcome);
-            if let Ok(v) = &outcome {
+            if let (Ok(v), true) = (&outcome, read_later[i]) {
                 answers.insert(parts[i].name.clone(), v.clone());
             }
             results[i] = Some(outcome);

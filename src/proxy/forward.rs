@@ -3,7 +3,7 @@
 //! waits for a connection slot, and reports its outcome to the endpoint's health.
 
 use super::{
-    body::{BoxError, ProxyBody},
+    body::{BoxError, Observed, ProxyBody},
     error::GatewayError,
     transport::SendError,
     Proxy,
@@ -25,7 +25,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use std::{
     net::IpAddr,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 use tokio::sync::OwnedSemaphorePermit;
@@ -149,12 +152,25 @@ pub(super) async fn send(
         };
         let in_flight = endpoint.start();
 
+        // Whether the client's body has been sent whole: a try that times out before
+        // then may be the client's slowness, not the endpoint's.
+        let body_sent = Arc::new(AtomicBool::new(true));
         let body = match &mut replay {
             Replay::Bytes(b) => Full::new(b.clone()).map_err(BoxError::from).boxed(),
             Replay::Stream(s) => match s.take() {
-                Some(b) => Limited::new(b, usize::try_from(body_limit).unwrap_or(usize::MAX))
+                Some(b) => {
+                    body_sent.store(b.is_end_stream(), Ordering::Relaxed);
+                    let sent = body_sent.clone();
+                    let limited =
+                        Limited::new(b, usize::try_from(body_limit).unwrap_or(usize::MAX));
+                    Observed::new(limited, move |_, complete| {
+                        if complete {
+                            sent.store(true, Ordering::Relaxed);
+                        }
+                    })
                     .map_err(BoxError::from)
-                    .boxed(),
+                    .boxed()
+                }
                 // Streamed bodies are sent once; the loop never comes back for them.
                 None => {
                     return Err(fail(GatewayError::BackendFailed(
@@ -230,9 +246,11 @@ pub(super) async fn send(
                 failure
             }
             Err(_) => {
-                // A deadline the client chose says nothing of the endpoint's health, or
-                // any client could have healthy endpoints ejected.
-                if try_deadline < deadline || !client_deadline {
+                // A deadline the client chose, or a body the client has not finished
+                // sending, says nothing of the endpoint's health: counting them would
+                // let any client have healthy endpoints ejected.
+                let client_slow = !body_sent.load(Ordering::Relaxed);
+                if (try_deadline < deadline || !client_deadline) && !client_slow {
                     note_health(proxy, backend, &endpoint, false);
                 }
                 let per_try = forward.per_try_timeout.filter(|_| try_deadline < deadline);

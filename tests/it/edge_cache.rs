@@ -4,6 +4,8 @@
 
 use crate::{origin::*, support::*};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use bytes::Bytes;
+use http_body_util::Full;
 use portcullis::{compile::Reason, proxy::Limits};
 use serde_json::json;
 use std::{net::SocketAddr, time::Duration};
@@ -112,6 +114,18 @@ async fn vary_keeps_one_variant_per_selecting_header() {
     assert_eq!(text(&get(&gw.url("/"), &[]).await), "- #3");
     assert_eq!(text(&get(&gw.url("/"), &[]).await), "- #3");
     assert_eq!(origin.calls(), 3);
+    // A field sent on two lines is the whole list, not its first line.
+    let two_lines = http::Request::get(gw.url("/two"))
+        .header("accept-language", "en")
+        .header("accept-language", "fr")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(text(&send(two_lines).await), "en #4");
+    let a = get(&gw.url("/two"), &lang("en")).await;
+    assert_eq!(
+        (text(&a).as_str(), a.header("cache-status")),
+        ("en #5", "portcullis; fwd=vary-miss")
+    );
 
     // `Vary: *` matches no later request: never stored.
     let star = Origin::start(|_, n| {

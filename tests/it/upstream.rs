@@ -639,3 +639,26 @@ async fn a_retry_that_cannot_start_in_time_leaves_the_backends_answer() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_client_that_stalls_its_body_does_not_eject_the_endpoint() {
+    let well = Backend::start("well", Act::Answer(200)).await;
+    let mut backends = addresses(&[&well]);
+    backends
+        .push_str("      healthCheck: {passive: {consecutiveFailures: 1, baseEjectionTime: 1m}}\n");
+    let gw = TestGateway::start(&route(&backends, "    timeouts: {request: 300ms}\n")).await;
+    // Headers for a 200 KiB body, then only part of it.
+    let mut bytes =
+        b"POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 204800\r\n\r\n".to_vec();
+    bytes.extend(std::iter::repeat_n(b'x', 100_000));
+    for _ in 0..2 {
+        let answer = crate::support::raw(gw.addr, &bytes, Duration::from_millis(1500)).await;
+        assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    }
+    let metrics = get(&format!("http://{}/metrics", gw.admin), &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        !metrics.contains("portcullis_upstream_ejections_total{"),
+        "{metrics}"
+    );
+}
