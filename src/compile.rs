@@ -185,6 +185,23 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
         oldest_first.push(key.clone());
         routes.insert(key, route);
     }
+    // Only what serves is probed: a rejected edit or a Route that lost a conflict must
+    // not mark down the endpoints of one that serves.
+    for spec in &specs {
+        let routing::ActionKind::Forward(forward) = &spec.action.kind else {
+            continue;
+        };
+        for backend in forward.backends.backends() {
+            let Some(active) = backend.health.as_ref().and_then(|h| h.active.as_ref()) else {
+                continue;
+            };
+            for ep in &backend.endpoints {
+                reuse
+                    .upstreams
+                    .probe(&backend.name, ep, active, &backend.transport);
+            }
+        }
+    }
     let bffs = bff::compile_all(
         resources,
         previous.map(|p| &p.bffs),
@@ -1036,11 +1053,6 @@ fn compile_backend(
         .into_iter()
         .map(|a| upstreams.endpoint(&backend_key, a))
         .collect();
-    if let Some(active) = health.as_ref().and_then(|h| h.active.as_ref()) {
-        for ep in &endpoints {
-            upstreams.probe(&backend_key, ep, active, &transport);
-        }
-    }
     Some(
         upstream::Backend::new(name, weight, endpoints, balancer)
             .with_health(health)

@@ -206,15 +206,21 @@ fn http_connector(connect_timeout: Duration) -> HttpConnector {
 }
 
 /// `scheme://host/path?query`: the target a pinned client sends, naming the host the
-/// backend should see rather than the endpoint it reaches.
+/// backend should see rather than the endpoint it reaches. A request the gateway makes
+/// itself without a `Host` (a health probe) names the endpoint.
 fn host_uri(
     scheme: uri::Scheme,
     host: Option<&HeaderValue>,
     target: &Uri,
 ) -> Result<Uri, SendError> {
-    let host = host
-        .and_then(|h| uri::Authority::try_from(h.as_bytes()).ok())
-        .ok_or_else(|| SendError::Refused("Host cannot be sent as an authority".into()))?;
+    let host = match host {
+        Some(h) => uri::Authority::try_from(h.as_bytes())
+            .map_err(|_| SendError::Refused("Host cannot be sent as an authority".into()))?,
+        None => target
+            .authority()
+            .cloned()
+            .ok_or_else(|| SendError::Refused("request has no endpoint".into()))?,
+    };
     let mut parts = target.clone().into_parts();
     parts.scheme = Some(scheme);
     parts.authority = Some(host);

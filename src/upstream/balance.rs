@@ -110,10 +110,14 @@ impl BackendSet {
             })
             .collect();
         let schedule = smooth_schedule(&backends.iter().map(|b| b.weight).collect::<Vec<_>>());
+        let first = fastrand::usize(..schedule.len().max(1));
         BackendSet {
             backends,
             schedule,
-            turn: AtomicUsize::new(0),
+            // A set is rebuilt on every configuration change. Starting at a random turn
+            // keeps the shares right however often that is: from turn 0 each time, a
+            // 99:1 split would give the 1 nothing when changes come every 50 requests.
+            turn: AtomicUsize::new(first),
             cumulative,
         }
     }
@@ -221,6 +225,7 @@ impl Backend {
         balancer: Kind,
     ) -> Self {
         let ring = (balancer == Kind::ConsistentHash).then(|| Ring::new(&endpoints));
+        let first = fastrand::usize(..endpoints.len().max(1));
         Backend {
             name: name.into(),
             weight,
@@ -229,7 +234,9 @@ impl Backend {
             limiter: None,
             transport: crate::routing::Transport::default(),
             ring,
-            next: AtomicUsize::new(0),
+            // Random for the reason the set's turn is: the first endpoint would
+            // otherwise get the first request after every change.
+            next: AtomicUsize::new(first),
         }
     }
 

@@ -76,9 +76,13 @@ impl EndpointHealth {
             }
             return None;
         }
+        // Failures of requests still in flight when the endpoint was ejected are not
+        // counted: they would eject it again on the first failure after it returns.
+        if self.ejected_until.load(Ordering::Relaxed) > now {
+            return None;
+        }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures < check.consecutive_failures || self.ejected_until.load(Ordering::Relaxed) > now
-        {
+        if failures < check.consecutive_failures {
             return None;
         }
         // Requests in flight when the endpoint was ejected may still fail; only the
@@ -98,6 +102,13 @@ impl EndpointHealth {
         self.ejected_until
             .store(now + period.as_millis() as u64, Ordering::Relaxed);
         Some(Change::Ejected(period))
+    }
+
+    /// Forgets what probes said, once no rule probes the endpoint any more: a verdict
+    /// nothing can revise must not keep it out of rotation.
+    pub fn forget_probes(&self) {
+        self.probe_down.store(false, Ordering::Relaxed);
+        self.probe_streak.store(0, Ordering::Relaxed);
     }
 
     /// Records one probe; returns the change when a threshold was crossed.
@@ -182,6 +193,43 @@ mod tests {
             h.record(false, &c, 200_000),
             Some(Change::Ejected(Duration::from_secs(10)))
         );
+    }
+
+    #[test]
+    fn failures_while_ejected_do_not_count_towards_the_next_ejection() {
+        let h = EndpointHealth::default();
+        let c = passive();
+        for _ in 0..2 {
+            h.record(false, &c, 0);
+        }
+        assert!(matches!(h.record(false, &c, 0), Some(Change::Ejected(_))));
+        // Requests that were in flight when it was ejected fail too.
+        for _ in 0..5 {
+            assert_eq!(h.record(false, &c, 5_000), None);
+        }
+        // Back in rotation, it takes three failures in a row again.
+        assert_eq!(h.record(false, &c, 10_000), None);
+        assert_eq!(h.record(false, &c, 10_000), None);
+        assert!(matches!(
+            h.record(false, &c, 10_000),
+            Some(Change::Ejected(_))
+        ));
+    }
+
+    #[test]
+    fn forgotten_probes_put_the_endpoint_back() {
+        let h = EndpointHealth::default();
+        let c = ActiveCheck {
+            path: "/healthz".parse().unwrap(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: 2,
+            unhealthy_threshold: 1,
+        };
+        assert_eq!(h.record_probe(false, &c), Some(Change::Down));
+        assert!(!h.available(0));
+        h.forget_probes();
+        assert!(h.available(0));
     }
 
     #[test]

@@ -224,6 +224,17 @@ impl<'p> Registry<'p> {
     }
 
     pub fn finish(self) -> Upstreams {
+        let probed: std::collections::HashSet<*const Endpoint> = self
+            .built
+            .probes
+            .iter()
+            .map(|p| Arc::as_ptr(&p.endpoint))
+            .collect();
+        for ep in self.built.endpoints.values() {
+            if !probed.contains(&Arc::as_ptr(ep)) {
+                ep.health.forget_probes();
+            }
+        }
         self.built
     }
 }

@@ -662,3 +662,47 @@ async fn a_client_that_stalls_its_body_does_not_eject_the_endpoint() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn only_routes_that_serve_are_probed_and_a_dropped_check_lets_go() {
+    let a = Backend::start("a", Act::Answer(200)).await;
+    let b = Backend::start("b", Act::Answer(200)).await;
+    a.healthy.store(false, Ordering::SeqCst);
+    let check = "      healthCheck:\n        passive: {consecutiveFailures: 5}\n        active: {path: /healthz, interval: 100ms, unhealthyThreshold: 1}\n        panicThresholdPercent: 0\n";
+    // A Route that is rejected (its host is not a host name) probes nothing.
+    let rejected = format!(
+        "---\napiVersion: portcullis.dev/v1alpha1\nkind: Route\nmetadata: {{name: bad}}\n\
+         spec:\n  hosts: ['bad host']\n  rules:\n  - backends:\n{}{check}",
+        addresses(&[&a])
+    );
+    let gw = TestGateway::start(&(route(&addresses(&[&b]), "") + "\n" + &rejected)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(a.probes.load(Ordering::SeqCst), 0);
+
+    // Served, the check takes `a` out...
+    let with_check = route(&(addresses(&[&a, &b]) + check), "");
+    std::fs::write(gw.config_file(), &with_check).unwrap();
+    eventually_true(|| a.probes.load(Ordering::SeqCst) >= 2).await;
+    let seen = tally(&gw, 10, &[]).await;
+    assert_eq!(seen.get("200 b"), Some(&10), "{seen:?}");
+
+    // ...and once the check is gone, nothing can say `a` is down any more.
+    let passive_only = check.replace(
+        "        active: {path: /healthz, interval: 100ms, unhealthyThreshold: 1}\n",
+        "",
+    );
+    std::fs::write(
+        gw.config_file(),
+        route(&(addresses(&[&a, &b]) + &passive_only), ""),
+    )
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let seen = tally(&gw, 10, &[]).await;
+        if seen.get("200 a") == Some(&5) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

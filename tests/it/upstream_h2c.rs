@@ -24,7 +24,13 @@ async fn h2c_backend() -> SocketAddr {
     addr
 }
 
+/// Health probes the h2c backends have answered, over every test of this file.
+static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 async fn answer(req: http::Request<Incoming>) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/healthz" {
+        PROBES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -136,4 +142,26 @@ async fn backends_get_a_traceparent_carrying_the_b3_trace() {
     let new = a.echoed_header("traceparent").unwrap();
     assert_ne!(new, "01-xyz");
     assert_eq!(new.len(), 55, "{new}");
+}
+
+#[tokio::test]
+async fn active_checks_reach_an_h2c_backend() {
+    let backend = h2c_backend().await;
+    let yaml = route(
+        "h2c",
+        "h2c.test",
+        &format!(
+            "{{address: '{backend}', protocol: H2C, healthCheck: {{active: {{path: /healthz, interval: 100ms, unhealthyThreshold: 1}}}}}}"
+        ),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    eventually_true(|| PROBES.load(std::sync::atomic::Ordering::SeqCst) >= 3).await;
+    let metrics = get(&format!("http://{}/metrics", gw.admin), &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    // The probes went out as HTTP/2 and were answered 200: nothing was marked down.
+    assert!(
+        !metrics.contains("portcullis_upstream_ejections_total{"),
+        "{metrics}"
+    );
+    assert_eq!(get(&gw.url("/"), &[("host", "h2c.test")]).await.status, 200);
 }

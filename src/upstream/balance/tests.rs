@@ -58,7 +58,8 @@ fn weighted_round_robin_is_exact_and_interleaved() {
                 .name
         })
         .collect();
-    assert_eq!(order, "aabacaa");
+    // Each set starts at a random turn of the same schedule.
+    assert!("aabacaa".repeat(2).contains(&order), "{order}");
     let mut n = HashMap::new();
     for _ in 0..7000 {
         *n.entry(
