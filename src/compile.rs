@@ -1034,6 +1034,13 @@ fn compile_backend(
         .as_ref()
         .and_then(|h| compile_health(h, &format!("{field}.healthCheck"), check));
     let limiter = match (b.max_connections, b.max_pending_requests) {
+        (Some(0), _) => {
+            check.invalid(
+                format!("{field}.maxConnections"),
+                "must be at least 1: no connection would ever be allowed",
+            );
+            None
+        }
         (Some(max), pending) => Some(check.reuse.upstreams.limiter(
             &backend_key,
             max,

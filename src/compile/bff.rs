@@ -339,10 +339,11 @@ fn compile_endpoint_kind(
         (Some(p), None) => {
             let field = format!("{field}.passThrough");
             let upstream = compile_upstream(&p.address, &p.service, key, services, &field, check);
-            let path = p
-                .path
-                .as_deref()
-                .and_then(|t| compile_template(t, params, &[], &format!("{field}.path"), check));
+            let path = p.path.as_deref().and_then(|t| {
+                let field = format!("{field}.path");
+                let template = compile_template(t, params, &[], &field, check)?;
+                check_target(&template, &field, check).then_some(template)
+            });
             check_timeout(p.timeout, &format!("{field}.timeout"), check);
             Some(EndpointKind::PassThrough(bff::PassThrough {
                 upstream: upstream?,
@@ -487,9 +488,7 @@ fn compile_part(
         check,
     );
     if let Some(p) = &path {
-        if !p.literal_text().starts_with('/') {
-            check.invalid(format!("{field}.path"), "must start with '/'");
-        }
+        check_target(p, &format!("{field}.path"), check);
     }
     let mut headers = Vec::new();
     for (hi, h) in part.headers.iter().enumerate() {
@@ -644,6 +643,21 @@ fn compile_template(
     Some(template)
 }
 
+/// A call's path (and query) must make a request target whatever fills it: values are
+/// percent-encoded, so only the literal text can break it.
+fn check_target(template: &Template, field: &str, check: &mut Check<'_, '_>) -> bool {
+    let text = template.literal_text();
+    if !text.starts_with('/') {
+        check.invalid(field, "must start with '/'");
+        return false;
+    }
+    if let Err(e) = http::uri::PathAndQuery::try_from(text.as_str()) {
+        check.invalid(field, format!("is not a valid request target: {e}"));
+        return false;
+    }
+    true
+}
+
 fn check_timeout(timeout: Option<config::Duration>, field: &str, check: &mut Check<'_, '_>) {
     if timeout.is_some_and(|t| t.0.is_zero()) {
         check.invalid(field, "must be greater than 0");
@@ -795,6 +809,7 @@ mod tests {
             \x20   - {name: user, address: 'a:1', path: '/u/{parts.x.id}', after: later}\n\
             \x20   - {name: errors, address: 'a:1', path: 'u', fields: ['a..b'], timeout: 0s}\n\
             \x20   - {name: h, address: 'a:1', path: /h, headers: [{name: x-request-id, value: v}]}\n\
+            \x20   - {name: sp, address: 'a:1', path: '/a b'}\n\
             - path: /c\n";
         let resources = Resources {
             bffs: vec![mk_bff("bad", "2026-01-01T00:00:00Z", yaml)],
@@ -816,6 +831,7 @@ mod tests {
                 "spec.endpoints[1].aggregate.parts[2].path",
                 "spec.endpoints[1].aggregate.parts[2].timeout",
                 "spec.endpoints[1].aggregate.parts[3].headers[0].name",
+                "spec.endpoints[1].aggregate.parts[4].path",
                 "spec.endpoints[2]",
             ]
         );

@@ -350,6 +350,7 @@ fn one_bad_route_is_rejected_alone_with_field_paths() {
         (&format!("rules: [{{loadBalancer: {{type: ConsistentHash, hashOn: {{header: 'a b'}}}}, {B}}}]"), "spec.rules[0].loadBalancer.hashOn.header", "not a valid header name"),
         (&format!("rules: [{{loadBalancer: {{sessionCookie: {{name: 'a;b'}}}}, {B}}}]"), "spec.rules[0].loadBalancer.sessionCookie.name", "letters, digits"),
         ("rules: [{backends: [{address: 'a:1', maxPendingRequests: 5}]}]", "spec.rules[0].backends[0].maxPendingRequests", "needs maxConnections"),
+        ("rules: [{backends: [{address: 'a:1', maxConnections: 0}]}]", "spec.rules[0].backends[0].maxConnections", "at least 1"),
         ("rules: [{backends: [{addresses: ['a:1', 'a:1']}]}]", "spec.rules[0].backends[0].addresses[1]", "listed twice"),
         ("rules: [{backends: [{addresses: ['a:1', 'b']}]}]", "spec.rules[0].backends[0].addresses[1]", "host:port"),
         ("rules: [{backends: [{address: 'a:1', healthCheck: {active: {path: 'x'}}}]}]", "spec.rules[0].backends[0].healthCheck.active.path", "absolute path"),
