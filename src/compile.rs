@@ -174,10 +174,27 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
     let mut oldest_first = Vec::new();
     for (route, compiled) in candidates {
         let key = route.meta.key();
-        if let Some(problem) = find_conflict(&key, &compiled, &claimed) {
-            problems.push(problem);
-            continue;
-        }
+        let (route, compiled) = match find_conflict(&key, &compiled, &claimed) {
+            None => (route, compiled),
+            Some(problem) => {
+                problems.push(problem);
+                // An edit that now conflicts keeps the version that served before, as
+                // an edit that does not build does, unless that one conflicts too.
+                let old = previous
+                    .and_then(|p| p.routes.get(&key))
+                    .filter(|old| old.spec != route.spec);
+                let fallback = old.and_then(|old| {
+                    let c = compile_route(old, resources, &mut Vec::new(), &mut reuse)?;
+                    find_conflict(&key, &c, &claimed)
+                        .is_none()
+                        .then(|| (old.clone(), c))
+                });
+                match fallback {
+                    Some(f) => f,
+                    None => continue,
+                }
+            }
+        };
         for (claim, _) in &compiled.claims {
             claimed.insert(claim.clone(), key.clone());
         }

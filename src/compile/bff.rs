@@ -80,31 +80,50 @@ pub(super) fn compile_all(
     };
     for (bff, compiled) in candidates {
         let key = bff.meta.key();
-        let conflict = compiled.claims.iter().find_map(|(claim, field)| {
-            let winner = match (route_claims.get(claim), claimed.get(claim)) {
-                (Some(route), _) => format!("Route {route}, as Routes come before BFFs"),
-                (None, Some(other)) => {
-                    format!("BFF {other}, which is older (or alphabetically first)")
-                }
-                (None, None) => return None,
-            };
-            let host = if claim.0 == ANY_HOST {
-                "any host".to_string()
-            } else {
-                format!("host {:?}", claim.0)
-            };
-            Some(Problem {
-                kind: "BFF",
-                object: key.clone(),
-                field: field.clone(),
-                reason: Reason::Conflicted,
-                message: format!("{host} with this path and method is already served by {winner}"),
+        let conflict = |compiled: &CompiledBff, claimed: &HashMap<(String, String), ObjectKey>| {
+            compiled.claims.iter().find_map(|(claim, field)| {
+                let winner = match (route_claims.get(claim), claimed.get(claim)) {
+                    (Some(route), _) => format!("Route {route}, as Routes come before BFFs"),
+                    (None, Some(other)) => {
+                        format!("BFF {other}, which is older (or alphabetically first)")
+                    }
+                    (None, None) => return None,
+                };
+                let host = if claim.0 == ANY_HOST {
+                    "any host".to_string()
+                } else {
+                    format!("host {:?}", claim.0)
+                };
+                Some(Problem {
+                    kind: "BFF",
+                    object: key.clone(),
+                    field: field.clone(),
+                    reason: Reason::Conflicted,
+                    message: format!(
+                        "{host} with this path and method is already served by {winner}"
+                    ),
+                })
             })
-        });
-        if let Some(problem) = conflict {
-            problems.push(problem);
-            continue;
-        }
+        };
+        let (bff, compiled) = match conflict(&compiled, &claimed) {
+            None => (bff, compiled),
+            Some(problem) => {
+                problems.push(problem);
+                // As for Routes: the version that served before goes on serving, unless
+                // it conflicts too.
+                let old = previous
+                    .and_then(|p| p.get(&key))
+                    .filter(|old| old.spec != bff.spec);
+                let fallback = old.and_then(|old| {
+                    let c = compile_bff(old, &resources.services, &mut Vec::new(), reuse)?;
+                    conflict(&c, &claimed).is_none().then(|| (old.clone(), c))
+                });
+                match fallback {
+                    Some(f) => f,
+                    None => continue,
+                }
+            }
+        };
         for (claim, _) in &compiled.claims {
             claimed.insert(claim.clone(), key.clone());
         }
@@ -798,6 +817,44 @@ mod tests {
         );
         assert!(s.bffs.contains_key(&mk_meta("older", "").key()));
         assert!(!s.bffs.contains_key(&mk_meta("newer", "").key()));
+    }
+
+    #[test]
+    fn an_edit_that_conflicts_keeps_the_previous_version() {
+        let route = mk_route(
+            "api",
+            "2026-01-01T00:00:00Z",
+            "hosts: [shop.test]\nrules: [{matches: [{path: {type: Exact, value: /web/b}}], backends: [{address: 'a:1'}]}]",
+        );
+        let v = |path: &str| {
+            mk_bff(
+                "web",
+                "2026-02-01T00:00:00Z",
+                &format!("client: web\nhosts: [shop.test]\npathPrefix: /web\nendpoints:\n- path: {path}\n  passThrough: {{address: 'a:1'}}\n"),
+            )
+        };
+        let first = compile(
+            &Resources {
+                routes: vec![route.clone()],
+                bffs: vec![v("/a")],
+                ..Default::default()
+            },
+            None,
+        );
+        let second = compile(
+            &Resources {
+                routes: vec![route],
+                bffs: vec![v("/b")],
+                ..Default::default()
+            },
+            Some(&first),
+        );
+        assert!(served(&second, "GET", "shop.test", "/web/a").starts_with("bff:shop/web#0"));
+        assert_eq!(served(&second, "GET", "shop.test", "/web/b"), "shop/api#0");
+        assert!(second
+            .problems
+            .iter()
+            .any(|p| p.reason == Reason::Conflicted));
     }
 
     #[test]

@@ -408,6 +408,26 @@ fn every_problem_of_a_route_is_reported_at_once() {
 }
 
 #[test]
+fn an_edit_that_conflicts_keeps_the_previous_version() {
+    let path = |p: &str| format!("rules: [{{matches: [{{path: {{value: {p}}}}}], {B}}}]");
+    let older = mk_route("ns", "older", Some("2026-01-01T00:00:00Z"), &path("/taken"));
+    let v1 = mk_route("ns", "r", Some("2026-02-01T00:00:00Z"), &path("/mine"));
+    let v2 = mk_route("ns", "r", Some("2026-02-01T00:00:00Z"), &path("/taken"));
+    let first = compile(&mk_resources(vec![older.clone(), v1]), None);
+    let second = compile(&mk_resources(vec![older, v2]), Some(&first));
+    let served = |line| route_of(&second, &Req { line, headers: &[] });
+    assert_eq!(served("GET h /mine"), "ns/r#0");
+    assert_eq!(served("GET h /taken"), "ns/older#0");
+    let conflicts: Vec<_> = second
+        .problems
+        .iter()
+        .filter(|p| p.reason == Reason::Conflicted)
+        .map(|p| p.object.name.as_str())
+        .collect();
+    assert_eq!(conflicts, ["r"]);
+}
+
+#[test]
 fn a_rejected_edit_keeps_the_previous_version() {
     let v1 = mk_route(
         "ns",
