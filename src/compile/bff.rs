@@ -178,6 +178,9 @@ fn compile_bff(
     if spec.endpoints.is_empty() {
         check.invalid("spec.endpoints", "at least one endpoint is required");
     }
+    // The CRD's bounds, for files too: a BFF is compiled and served as a whole.
+    check_most(spec.hosts.len(), 32, "spec.hosts", &mut check);
+    check_most(spec.endpoints.len(), 64, "spec.endpoints", &mut check);
 
     let mut entries = Vec::new();
     let mut claims = Vec::new();
@@ -396,6 +399,12 @@ fn compile_parts(
     if parts.is_empty() {
         check.invalid(format!("{field}.parts"), "at least one part is required");
         return None;
+    }
+    check_most(parts.len(), 16, &format!("{field}.parts"), check);
+    for (pi, part) in parts.iter().enumerate() {
+        let field = format!("{field}.parts[{pi}]");
+        check_most(part.headers.len(), 16, &format!("{field}.headers"), check);
+        check_most(part.fields.len(), 64, &format!("{field}.fields"), check);
     }
     // Index for index with `parts`, so `after` finds its part even when one before failed.
     let mut out: Vec<Option<bff::Part>> = Vec::new();
@@ -677,6 +686,12 @@ fn check_target(template: &Template, field: &str, check: &mut Check<'_, '_>) -> 
     true
 }
 
+fn check_most(len: usize, max: usize, field: &str, check: &mut Check<'_, '_>) {
+    if len > max {
+        check.invalid(field, format!("at most {max} entries; this has {len}"));
+    }
+}
+
 fn check_timeout(timeout: Option<config::Duration>, field: &str, check: &mut Check<'_, '_>) {
     if timeout.is_some_and(|t| t.0.is_zero()) {
         check.invalid(field, "must be greater than 0");
@@ -855,6 +870,36 @@ mod tests {
             .problems
             .iter()
             .any(|p| p.reason == Reason::Conflicted));
+    }
+
+    #[test]
+    fn files_are_held_to_the_crd_bounds() {
+        let parts: Vec<String> = (0..17)
+            .map(|i| format!("{{name: p{i}, address: 'a:1', path: /p}}"))
+            .collect();
+        let yaml = format!(
+            "client: web\npathPrefix: /w\nendpoints:\n- path: /a\n  aggregate: {{parts: [{}]}}\n",
+            parts.join(", ")
+        );
+        let s = compile(
+            &Resources {
+                bffs: vec![mk_bff("big", "2026-01-01T00:00:00Z", &yaml)],
+                ..Default::default()
+            },
+            None,
+        );
+        let problems: Vec<(&str, &str)> = s
+            .problems
+            .iter()
+            .map(|p| (p.field.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            problems,
+            [(
+                "spec.endpoints[0].aggregate.parts",
+                "at most 16 entries; this has 17"
+            )]
+        );
     }
 
     #[test]
