@@ -285,10 +285,14 @@ fn install(snapshot: &SharedSnapshot, metrics: &Metrics, loaded: &file::Loaded) 
         );
     }
     metrics.observe_rejections(&next);
+    // Objects, not problems: one bad object may have several.
+    let rejected: std::collections::BTreeSet<_> =
+        next.rejections().map(|p| (p.kind, &p.object)).collect();
     tracing::info!(
         routes = next.routes.len(),
+        bffs = next.bffs.len(),
         policies = next.policies.policies.len(),
-        rejected = next.rejections().count(),
+        rejected = rejected.len(),
         "configuration accepted"
     );
     snapshot.store(Arc::new(next));

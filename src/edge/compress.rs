@@ -166,7 +166,7 @@ impl Compression {
 
     /// Whether the response is one this section would compress for a client that
     /// accepts it: the answer may then differ by `Accept-Encoding`.
-    fn eligible(&self, status: StatusCode, headers: &HeaderMap) -> bool {
+    fn eligible(&self, status: StatusCode, headers: &HeaderMap, body_length: Option<u64>) -> bool {
         // 206 bodies are ranges of the identity body; 204 and 304 have none.
         if !status.is_success() && !status.is_client_error() && !status.is_server_error()
             || matches!(
@@ -207,11 +207,13 @@ impl Compression {
         if !self.types.iter().any(|t| t.matches(&media)) {
             return false;
         }
-        // An unknown length (a stream) is compressed: it may well be long.
+        // An unknown length (a stream) is compressed: it may well be long. A body the
+        // gateway built itself knows its length without the field.
         let length = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+            .and_then(|v| v.parse::<u64>().ok())
+            .or(body_length);
         length.is_none_or(|n| n >= self.min_bytes)
     }
 }
@@ -226,7 +228,14 @@ impl Plan {
         metrics: &Metrics,
         route: &str,
     ) -> Response<ProxyBody> {
-        if !self.section.eligible(resp.status(), resp.headers()) {
+        // HEAD answers have no body to measure; their fields speak for the GET.
+        let body_length = (!self.head)
+            .then(|| resp.body().size_hint().exact())
+            .flatten();
+        if !self
+            .section
+            .eligible(resp.status(), resp.headers(), body_length)
+        {
             return resp;
         }
         add_vary_accept_encoding(resp.headers_mut());

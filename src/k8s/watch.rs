@@ -207,9 +207,11 @@ fn publish(
         .inc();
     // Endpoints churn all day; only a change in what is served or refused is news.
     let prev_rejected: BTreeSet<_> = previous.rejections().map(|p| (p.kind, &p.object)).collect();
-    if next.routes.len() != previous.routes.len() || rejected != prev_rejected {
+    let counts = |s: &Snapshot| (s.routes.len(), s.bffs.len());
+    if counts(&next) != counts(&previous) || rejected != prev_rejected {
         tracing::info!(
             routes = next.routes.len(),
+            bffs = next.bffs.len(),
             rejected = rejected.len(),
             "configuration accepted"
         );

@@ -88,6 +88,9 @@ pub(super) async fn handle(
         }
     };
     resp.headers_mut().insert(X_REQUEST_ID, request_id);
+    // A proxy answers in its own HTTP version (RFC 9110 §6.2), not its backend's: an
+    // HTTP/1.0 backend must not turn the client's connection into a 1.0 one.
+    *resp.version_mut() = Version::HTTP_11;
     if let Some(hsts) = ex.hsts.take() {
         resp.headers_mut()
             .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
@@ -355,6 +358,11 @@ async fn route_and_forward(
     let forward = match forward {
         Ok(f) => f,
         Err(endpoint) => {
+            // Settled here so the access log carries the trace every call joins.
+            ex.trace_id = Some(trace::propagate(req.headers_mut(), &ex.request_id));
+            if let crate::bff::EndpointKind::PassThrough(p) = &endpoint.kind {
+                ex.backend = Some(p.upstream.name.clone());
+            }
             let call = aggregate::Call {
                 path: &canonical,
                 query: query.as_deref(),

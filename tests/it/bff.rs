@@ -698,7 +698,8 @@ async fn a_policy_on_a_bff_compresses_its_answers_and_caches_pass_throughs() {
             "  client: mobile\n  hosts: [m.test]\n  endpoints:\n\
              \x20 - path: /home\n    aggregate: {{parts: [{{name: a, address: '{o}', path: /a}}, {{name: b, address: '{o}', path: /b}}]}}\n\
              \x20 - path: /cached\n    passThrough: {{address: '{o}'}}\n\
-             \x20 - path: /tenant\n    passThrough: {{address: '{o}', path: '/cached/{{header.x-tenant}}'}}\n"
+             \x20 - path: /tenant\n    passThrough: {{address: '{o}', path: '/cached/{{header.x-tenant}}'}}\n\
+             \x20 - path: /small\n    aggregate: {{parts: [{{name: a, address: '{o}', path: /cached/s}}]}}\n"
         ),
     ) + &policy(
         "edge",
@@ -730,6 +731,15 @@ async fn a_policy_on_a_bff_compresses_its_answers_and_caches_pass_throughs() {
     assert_eq!(decoded, plain.body.to_vec());
     // An aggregate is built anew each time: its parts may read more than the URL.
     assert_eq!(zipped.header("cache-status"), "");
+    // One under `minBytes` goes as it is, and says it does not vary.
+    let small = get(
+        &gw.url("/small"),
+        &[("host", "m.test"), ("accept-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(small.status, 200);
+    assert_eq!(small.header("content-encoding"), "");
+    assert_eq!(small.header("vary"), "");
 
     let first = get(&gw.url("/cached"), &[("host", "m.test")]).await;
     let second = get(&gw.url("/cached"), &[("host", "m.test")]).await;

@@ -246,3 +246,29 @@ async fn slow_clients_are_cut_off() {
     let took = start.elapsed();
     assert!(took < Duration::from_secs(3), "closed after {took:?}");
 }
+
+#[tokio::test]
+async fn an_http_1_0_backend_does_not_make_the_answer_1_0() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    let gw = TestGateway::start(&route_to("old", backend)).await;
+    let answer = raw(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    // Both answered on the one connection, each in the gateway's own version.
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+    assert!(!answer.contains("HTTP/1.0"), "{answer}");
+}
