@@ -215,7 +215,7 @@ pub fn compile(resources: &Resources, previous: Option<&Snapshot>) -> Snapshot {
             for ep in &backend.endpoints {
                 reuse
                     .upstreams
-                    .probe(&backend.name, ep, active, &backend.transport);
+                    .probe(&backend.key, ep, active, &backend.transport);
             }
         }
     }
@@ -1079,6 +1079,7 @@ fn compile_backend(
         .collect();
     Some(
         upstream::Backend::new(name, weight, endpoints, balancer)
+            .with_key(backend_key)
             .with_health(health)
             .with_limiter(limiter)
             .with_transport(transport),

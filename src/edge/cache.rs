@@ -448,12 +448,20 @@ impl Cache {
                     AfterResponse::NotModified(..)
                 );
             if confirmed {
-                let variant =
-                    Arc::new(stale.refreshed(&store.request, resp.headers(), now, options));
+                // The entry is judged on the 304's fields, not on this request's own
+                // directives: one client's `no-store` must not drop it for everyone.
+                let variant = Arc::new(stale.refreshed(
+                    &store.request.without_directives(),
+                    resp.headers(),
+                    now,
+                    options,
+                ));
                 // The 304's fields may forbid storing now (`no-store`, `private`, a
                 // `Set-Cookie`): this client gets them, no later one does.
                 let fields = &variant.headers;
-                if self.storable(&variant.semantics, variant.status, fields, now) {
+                if directive(&store.request.headers, "no-store") {
+                    // Neither stored nor dropped: the directive is this request's.
+                } else if self.storable(&variant.semantics, variant.status, fields, now) {
                     self.insert(store.key, variant.clone(), &store.request, now, metrics);
                 } else {
                     self.forget(store.key, &store.request, now, metrics);
@@ -772,11 +780,37 @@ fn one_line_each(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// Whether `headers` carry the `Cache-Control` directive `name`.
+fn directive(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            d.split('=')
+                .next()
+                .is_some_and(|d| d.trim().eq_ignore_ascii_case(name))
+        })
+}
+
 // === impl CacheRequest ===
 
 impl CacheRequest {
     /// The request as a stored response keeps it: only the fields the cache decisions
     /// read, and those the response's `Vary` names.
+    /// This request without its own caching directives.
+    fn without_directives(&self) -> CacheRequest {
+        let mut headers = self.headers.clone();
+        headers.remove(header::CACHE_CONTROL);
+        headers.remove(header::PRAGMA);
+        CacheRequest {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            headers,
+        }
+    }
+
     fn trimmed(&self, response: &HeaderMap) -> CacheRequest {
         let mut headers = HeaderMap::new();
         let kept = [header::HOST, header::CACHE_CONTROL, header::PRAGMA];
@@ -1009,9 +1043,24 @@ mod tests {
             &[auth, cookie]
         ));
         assert!(!covers(CacheKeyType::Header, Some("x-tenant"), &[auth]));
-        // A claim counts only once a Policy verified the token.
+        // A claim counts only once a Policy verified the token...
         assert!(!covers(CacheKeyType::Claim, Some("sub"), &[auth]));
         assert!(!covers(CacheKeyType::Consumer, None, &[auth]));
+        // ...and then stands for the caller, whatever else it sends.
+        let mut claims = serde_json::Map::new();
+        claims.insert("sub".into(), "alice".into());
+        let verified = Verified::new(None, Some(crate::policy::jwt::Claims(claims)));
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer x".parse().unwrap());
+        h.insert(header::COOKIE, "lang=en".parse().unwrap());
+        let by_claim = mk_cache(&[(CacheKeyType::Claim, Some("sub"))]);
+        assert!(by_claim.covers(&h, &verified));
+        // An API key's consumer must be in the key, a claim does not name it.
+        let both = Verified {
+            consumer: Some("app".into()),
+            ..verified
+        };
+        assert!(!by_claim.covers(&h, &both));
     }
 
     #[test]

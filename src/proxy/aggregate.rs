@@ -68,8 +68,9 @@ struct Context<'a> {
     /// The caller's address as Policies see it.
     client_ip: IpAddr,
     proto: &'static str,
-    /// The caller's certificate as `x-forwarded-client-cert` has it, when it sent one.
-    client_cert: Option<HeaderValue>,
+    /// The caller's certificate as `x-forwarded-client-cert` has it, when it sent one,
+    /// and the TLS profile of the connection that checked it.
+    client_cert: Option<(HeaderValue, u64)>,
 }
 
 /// Why a part gave no answer.
@@ -105,7 +106,10 @@ pub(super) async fn serve(
                 peer: conn.peer.ip(),
                 client_ip: client_address(conn.peer.ip(), &head.headers, &proxy.trusted_proxies),
                 proto: if conn.tls.is_some() { "https" } else { "http" },
-                client_cert: conn.tls.as_ref().and_then(|t| t.client_cert.clone()),
+                client_cert: conn
+                    .tls
+                    .as_ref()
+                    .and_then(|t| Some((t.client_cert.clone()?, t.profile))),
             };
             Ok(aggregate(&ctx, parts).await)
         }
@@ -410,11 +414,17 @@ async fn through_route(
         let snapshot = ctx.proxy.snapshot.load();
         // A host that requires a client certificate requires it of every caller,
         // through an aggregate too.
-        if ctx.client_cert.is_none() && snapshot.tls.requires_client_cert(host) {
+        // The certificate must also have been checked against that host's own CA: one
+        // another host of this gateway accepted vouches for nothing here.
+        let vouched = ctx
+            .client_cert
+            .as_ref()
+            .is_some_and(|(_, profile)| snapshot.tls.client_ca_matches(host, *profile));
+        if !vouched && snapshot.tls.requires_client_cert(host) {
             return Err(PartError::Refused(Denial::new(
                 StatusCode::FORBIDDEN,
                 "client_certificate_required",
-                format!("{host} requires a client certificate, sent over HTTPS"),
+                format!("{host} requires a client certificate its own CA issued, sent over HTTPS"),
             )));
         }
         let view = RequestView {
@@ -469,7 +479,7 @@ async fn through_route(
         }
     };
     headers.insert(header::HOST, host_value);
-    if let Some(cert) = &ctx.client_cert {
+    if let Some((cert, _)) = &ctx.client_cert {
         headers.insert(headers::X_FORWARDED_CLIENT_CERT, cert.clone());
     }
     action.request_headers.apply(&mut headers);
@@ -478,6 +488,10 @@ async fn through_route(
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
+    // The part's own timeout bounds every try; the rule's `request` timeout too, when
+    // it is shorter.
+    let rule_timeout = action.timeout.unwrap_or(ctx.proxy.limits.request_timeout);
+    let timeout = part.timeout.min(rule_timeout);
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = part.method.clone();
     // The target as the rule sees it, for hashing on a query parameter.
@@ -493,11 +507,10 @@ async fn through_route(
         client: ctx.client_ip,
         secure: false,
         trailers: false,
-        client_deadline: false,
+        // A part that gives up sooner than the rule would says nothing of the
+        // endpoint's health, as a client's shorter deadline does not.
+        client_deadline: part.timeout < rule_timeout,
     };
-    // The part's own timeout bounds every try; the Rule's `request` timeout too, when
-    // it is shorter.
-    let timeout = action.timeout.map_or(part.timeout, |t| t.min(part.timeout));
     let deadline = std::time::Instant::now() + timeout;
     let delivered = forward::send(ctx.proxy, forward, &action.route, out, deadline, timeout)
         .await

@@ -142,7 +142,7 @@ pub(super) async fn send(
                         proxy
                             .metrics
                             .upstream_overflow
-                            .with_label_values(&[&backend.name])
+                            .with_label_values(&[&backend.key])
                             .inc();
                         return Err(fail(GatewayError::Overloaded));
                     }
@@ -309,7 +309,7 @@ fn note_health(proxy: &Proxy, backend: &upstream::Backend, endpoint: &Endpoint, 
     };
     if let Some(Change::Ejected(period)) = endpoint.health.record(ok, check, upstream::now_ms()) {
         tracing::warn!(
-            backend = %backend.name,
+            backend = %backend.key,
             endpoint = %endpoint.authority,
             seconds = period.as_secs_f64(),
             "endpoint ejected after consecutive failures"
@@ -317,7 +317,7 @@ fn note_health(proxy: &Proxy, backend: &upstream::Backend, endpoint: &Endpoint, 
         proxy
             .metrics
             .upstream_ejections
-            .with_label_values(&[&backend.name, "passive"])
+            .with_label_values(&[&backend.key, "passive"])
             .inc();
     }
 }

@@ -172,16 +172,6 @@ async fn route_and_forward(
         .map_err(|e| GatewayError::BadRequest(path_error_text(e)))?
         .into_owned();
     let query = req.uri().query().map(str::to_owned);
-    // Fields for this hop only go before any rule reads a header: a client could
-    // otherwise show the Policy and the cache a field (one `Vary` selects on, say) that
-    // the backend never gets. The `Upgrade` asked for is kept aside to be sent on
-    // purpose; h2c is refused, as after its 101 the client would speak HTTP/2 to the
-    // backend directly, past every rule of this gateway.
-    let trailers = headers::accepts_trailers(req.headers());
-    let client_upgrade = req.version() == Version::HTTP_11;
-    let upgrade = headers::strip_hop_by_hop(req.headers_mut())
-        .filter(|_| client_upgrade)
-        .filter(|proto| !proto.as_bytes().eq_ignore_ascii_case(b"h2c"));
     // Only validated values reach the access log, so a client cannot forge its fields;
     // and only when there is an access log to write.
     if proxy.access_log {
@@ -221,6 +211,17 @@ async fn route_and_forward(
             cert_required,
         )
     };
+    // Fields for this hop only go once the rule is found (a rule may match on
+    // `Upgrade`) and before anything else reads a header: a client could otherwise
+    // show the Policy and the cache a field (one `Vary` selects on, say) that the
+    // backend never gets. The `Upgrade` asked for is kept aside to be sent on purpose;
+    // h2c is refused, as after its 101 the client would speak HTTP/2 to the backend
+    // directly, past every rule of this gateway.
+    let trailers = headers::accepts_trailers(req.headers());
+    let client_upgrade = req.version() == Version::HTTP_11;
+    let upgrade = headers::strip_hop_by_hop(req.headers_mut())
+        .filter(|_| client_upgrade)
+        .filter(|proto| !proto.as_bytes().eq_ignore_ascii_case(b"h2c"));
     ex.route = Some(action.route.clone());
     // The client certificate requirement belongs to the host: every Route serving it,
     // and every connection carrying it, is held to it.

@@ -47,6 +47,18 @@ async fn probe_once(proxy: Arc<Proxy>, probe: Probe) {
         ),
         None => false,
     };
+    // A probe still out when its rule went away must not give a verdict that no later
+    // probe could revise.
+    let still_probed = proxy
+        .snapshot
+        .load()
+        .upstreams
+        .probes
+        .iter()
+        .any(|p| Arc::ptr_eq(&p.endpoint, &probe.endpoint));
+    if !still_probed {
+        return;
+    }
     let Some(change) = probe.endpoint.health.record_probe(ok, check) else {
         return;
     };

@@ -40,7 +40,7 @@ pub struct Certificate {
 #[derive(Debug)]
 pub struct ClientCa {
     pub secret: ObjectKey,
-    source: Arc<[u8]>,
+    pub(super) source: Arc<[u8]>,
     roots: Arc<RootCertStore>,
 }
 

@@ -99,6 +99,22 @@ impl TlsTable {
         })
     }
 
+    /// True when a client certificate checked on a connection of `profile` was checked
+    /// against the very CA that `host` checks its own clients with: only then does it
+    /// vouch for a caller of `host`, as for a call an aggregate makes on its behalf.
+    pub fn client_ca_matches(&self, host: &str, profile: u64) -> bool {
+        let ca_of = |p: &Profile| p.client_ca.as_ref().map(|ca| ca.source.clone());
+        let wanted = self.own(host).and_then(|p| ca_of(p));
+        let shown = self
+            .exact
+            .values()
+            .chain(self.wildcard.values())
+            .chain(&self.default)
+            .find(|p| p.id == profile)
+            .and_then(|p| ca_of(p));
+        matches!((wanted, shown), (Some(w), Some(s)) if w == s)
+    }
+
     /// True when any Route of `host` (lower-case, no port) requires a client certificate:
     /// then every request for it needs one, whichever Route answers it. A wildcard covers
     /// any depth, as in routing.

@@ -33,8 +33,11 @@ pub struct BackendSet {
 /// One destination of a rule: a Service port or an address.
 #[derive(Debug)]
 pub struct Backend {
-    /// `address` or `service:port` as written, for metrics and logs.
+    /// `address` or `service:port` as written, for the access log.
     pub name: Arc<str>,
+    /// `namespace/service:port` (or the addresses): unique across the cluster, for
+    /// metrics and health logs, where Services of one name in two namespaces differ.
+    pub key: Arc<str>,
     pub weight: u32,
     pub endpoints: Vec<Arc<Endpoint>>,
     /// `None`: every endpoint is always available.
@@ -226,8 +229,10 @@ impl Backend {
     ) -> Self {
         let ring = (balancer == Kind::ConsistentHash).then(|| Ring::new(&endpoints));
         let first = fastrand::usize(..endpoints.len().max(1));
+        let name: Arc<str> = name.into();
         Backend {
-            name: name.into(),
+            key: name.clone(),
+            name,
             weight,
             endpoints,
             health: None,
@@ -238,6 +243,11 @@ impl Backend {
             // otherwise get the first request after every change.
             next: AtomicUsize::new(first),
         }
+    }
+
+    pub fn with_key(mut self, key: Arc<str>) -> Self {
+        self.key = key;
+        self
     }
 
     pub fn with_health(mut self, health: Option<Arc<HealthPolicy>>) -> Self {

@@ -206,6 +206,17 @@ async fn a_stale_entry_is_revalidated_with_its_etag() {
         "portcullis; fwd=request; fwd-status=304"
     );
     assert_eq!(origin.calls(), 3);
+    // Nor can one client's `no-store` take the entry from the others.
+    let a = get(&gw.url("/"), &[("cache-control", "no-cache, no-store")]).await;
+    assert_eq!(text(&a), "full #1");
+    assert_eq!(origin.calls(), 4);
+    let a = get(&gw.url("/"), &[]).await;
+    assert!(
+        a.header("cache-status").starts_with("portcullis; hit"),
+        "{}",
+        a.header("cache-status")
+    );
+    assert_eq!(origin.calls(), 4);
 }
 
 #[tokio::test]

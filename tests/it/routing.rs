@@ -1,7 +1,7 @@
 //! Routing, filters and the answers the gateway makes itself, end to end.
 
 use crate::support::*;
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 #[tokio::test]
 async fn hosts_paths_and_methods_reach_the_right_backend() {
@@ -250,4 +250,30 @@ async fn backend_failures_have_their_own_status_and_json() {
         )),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn rules_may_match_on_fields_for_this_hop_only() {
+    let (ws, plain) = (echo("ws").await, echo("plain").await);
+    let yaml = format!(
+        "apiVersion: portcullis.dev/v1alpha1\nkind: Route\nmetadata: {{name: r}}\nspec:\n  rules:\n\
+         \x20 - matches: [{{headers: [{{name: Upgrade, value: websocket}}]}}]\n    backends: [{{address: '{ws}'}}]\n\
+         \x20 - backends: [{{address: '{plain}'}}]\n"
+    );
+    let gw = TestGateway::start(&yaml).await;
+    // Upgrade is hop-by-hop, and still chooses the rule.
+    let answer = raw(
+        gw.addr,
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: close, upgrade\r\nUpgrade: websocket\r\n\r\n",
+        Duration::from_millis(1500),
+    )
+    .await;
+    assert!(answer.contains("x-echo-name: ws"), "{answer}");
+    let answer = raw(
+        gw.addr,
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        Duration::from_millis(1500),
+    )
+    .await;
+    assert!(answer.contains("x-echo-name: plain"), "{answer}");
 }

@@ -862,14 +862,18 @@ async fn a_client_that_names_no_host_reaches_hosts_without_certificates() {
 async fn an_aggregate_cannot_reach_a_host_that_requires_a_certificate_without_one() {
     let pki = Pki::new("Server CA");
     let clients = Pki::new("Client CA");
+    let strangers = Pki::new("Other CA");
     let admin = pki.leaf(&["admin.example.test"]);
     let web = pki.leaf(&["web.example.test"]);
+    let partner = pki.leaf(&["partner.example.test"]);
     let alice = clients.leaf(&["alice"]);
+    let mallory = strangers.leaf(&["mallory"]);
     let backend = echo("admin").await;
     let bff = "---\napiVersion: portcullis.dev/v1alpha1\nkind: BFF\nmetadata: {name: web}\n\
-               spec:\n  client: web\n  hosts: [web.example.test]\n  endpoints:\n\
+               spec:\n  client: web\n  hosts: [web.example.test, partner.example.test]\n  endpoints:\n\
                \x20 - path: /home\n    aggregate: {parts: [{name: admin, route: {host: admin.example.test}, path: /users}]}\n";
-    // The web host asks for a certificate without requiring one, so a caller can show it.
+    // The BFF's hosts ask for a certificate without requiring one, so a caller can show
+    // it: web checks it against admin's CA, partner against another.
     let yaml = tls_route(
         "admin",
         &["admin.example.test"],
@@ -882,15 +886,23 @@ async fn an_aggregate_cannot_reach_a_host_that_requires_a_certificate_without_on
         "web",
         backend,
         "    clientCertificate: {caRef: {name: client-ca}, mode: Optional}\n",
+    ) + &tls_route(
+        "partner",
+        &["partner.example.test"],
+        "partner",
+        backend,
+        "    clientCertificate: {caRef: {name: other-ca}, mode: Optional}\n",
     ) + bff;
-    let ca_pem = clients.ca_pem();
+    let (ca_pem, other_pem) = (clients.ca_pem(), strangers.ca_pem());
     let gw = TestGateway::with_secrets(
         &yaml,
         Limits::default(),
         |dir| {
             write_cert(dir, "admin", &admin);
             write_cert(dir, "web", &web);
+            write_cert(dir, "partner", &partner);
             write_secret(dir, "client-ca", &[("ca.crt", &ca_pem)]);
+            write_secret(dir, "other-ca", &[("ca.crt", &other_pem)]);
         },
         None,
     )
@@ -906,6 +918,11 @@ async fn an_aggregate_cannot_reach_a_host_that_requires_a_certificate_without_on
         .await
         .unwrap();
     assert_eq!(a.status, 403);
+    // A certificate another host accepted vouches for nothing at admin.
+    let a = https_get(&gw, &pki, "partner.example.test", "/home", Some(&mallory))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 403, "{}", String::from_utf8_lossy(&a.body));
 
     let a = https_get(&gw, &pki, "web.example.test", "/home", Some(&alice))
         .await
