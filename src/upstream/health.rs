@@ -154,6 +154,16 @@ mod tests {
         }
     }
 
+    fn active(healthy_threshold: u32, unhealthy_threshold: u32) -> ActiveCheck {
+        ActiveCheck {
+            path: "/healthz".parse().unwrap(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            healthy_threshold,
+            unhealthy_threshold,
+        }
+    }
+
     #[test]
     fn ejects_after_consecutive_failures_for_growing_periods() {
         let h = EndpointHealth::default();
@@ -219,13 +229,7 @@ mod tests {
     #[test]
     fn forgotten_probes_put_the_endpoint_back() {
         let h = EndpointHealth::default();
-        let c = ActiveCheck {
-            path: "/healthz".parse().unwrap(),
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            healthy_threshold: 2,
-            unhealthy_threshold: 1,
-        };
+        let c = active(2, 1);
         assert_eq!(h.record_probe(false, &c), Some(Change::Down));
         assert!(!h.available(0));
         h.forget_probes();
@@ -235,13 +239,7 @@ mod tests {
     #[test]
     fn probes_cross_thresholds_both_ways() {
         let h = EndpointHealth::default();
-        let c = ActiveCheck {
-            path: "/healthz".parse().unwrap(),
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            healthy_threshold: 2,
-            unhealthy_threshold: 3,
-        };
+        let c = active(2, 3);
         assert_eq!(h.record_probe(false, &c), None);
         assert_eq!(h.record_probe(false, &c), None);
         assert_eq!(h.record_probe(false, &c), Some(Change::Down));

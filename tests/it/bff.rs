@@ -785,8 +785,7 @@ async fn parts_through_routes_get_those_routes_retries_and_ejection() {
         );
         assert_eq!(a.json()["o"]["path"], "/orders");
     }
-    let metrics = get(&format!("http://{}/metrics", gw.admin), &[]).await;
-    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    let metrics = gw.metrics().await;
     // The dead endpoint failed once, was retried past, and then left alone.
     for line in [
         "portcullis_upstream_retries_total{reason=\"connect_failure\",route=\"default/orders\"} 1",

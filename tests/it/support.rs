@@ -111,6 +111,12 @@ impl TestGateway {
         self.dir.path().join("routes.yaml")
     }
 
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let answer = get(&format!("http://{}/metrics", self.admin), &[]).await;
+        String::from_utf8_lossy(&answer.body).into_owned()
+    }
+
     /// The base URL of the traffic listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)

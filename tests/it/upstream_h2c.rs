@@ -156,8 +156,7 @@ async fn active_checks_reach_an_h2c_backend() {
     );
     let gw = TestGateway::start(&yaml).await;
     eventually_true(|| PROBES.load(std::sync::atomic::Ordering::SeqCst) >= 3).await;
-    let metrics = get(&format!("http://{}/metrics", gw.admin), &[]).await;
-    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    let metrics = gw.metrics().await;
     // The probes went out as HTTP/2 and were answered 200: nothing was marked down.
     assert!(
         !metrics.contains("portcullis_upstream_ejections_total{"),
