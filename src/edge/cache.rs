@@ -450,21 +450,16 @@ impl Cache {
             if confirmed {
                 // The entry is judged on the 304's fields, not on this request's own
                 // directives: one client's `no-store` must not drop it for everyone.
-                let variant = Arc::new(stale.refreshed(
-                    &store.request.without_directives(),
-                    resp.headers(),
-                    now,
-                    options,
-                ));
+                let variant =
+                    Arc::new(stale.refreshed(&store.request, resp.headers(), now, options));
                 // The 304's fields may forbid storing now (`no-store`, `private`, a
-                // `Set-Cookie`): this client gets them, no later one does.
+                // `Set-Cookie`): this client gets them, no later one does. A request's
+                // own `no-store` only keeps this exchange out of the store.
                 let fields = &variant.headers;
-                if directive(&store.request.headers, "no-store") {
-                    // Neither stored nor dropped: the directive is this request's.
-                } else if self.storable(&variant.semantics, variant.status, fields, now) {
-                    self.insert(store.key, variant.clone(), &store.request, now, metrics);
-                } else {
+                if !self.storable(&variant.semantics, variant.status, fields, now) {
                     self.forget(store.key, &store.request, now, metrics);
+                } else if !directive(&store.request.headers, "no-store") {
+                    self.insert(store.key, variant.clone(), &store.request, now, metrics);
                 }
                 let status = format!("{CACHE_NAME}; fwd={}; fwd-status=304", fwd.token());
                 return variant.answer(now, store.request.method == Method::HEAD, &status);
@@ -735,7 +730,8 @@ impl Variant {
                 headers.append(name.clone(), value.clone());
             }
         }
-        let trimmed = request.trimmed(&headers);
+        // Judged without this request's directives, unless `Vary` names them.
+        let trimmed = request.trimmed_with(&headers, false);
         let head = Head {
             status: self.status,
             headers: &headers,
@@ -799,21 +795,19 @@ fn directive(headers: &HeaderMap, name: &str) -> bool {
 impl CacheRequest {
     /// The request as a stored response keeps it: only the fields the cache decisions
     /// read, and those the response's `Vary` names.
-    /// This request without its own caching directives.
-    fn without_directives(&self) -> CacheRequest {
-        let mut headers = self.headers.clone();
-        headers.remove(header::CACHE_CONTROL);
-        headers.remove(header::PRAGMA);
-        CacheRequest {
-            method: self.method.clone(),
-            uri: self.uri.clone(),
-            headers,
-        }
+    fn trimmed(&self, response: &HeaderMap) -> CacheRequest {
+        self.trimmed_with(response, true)
     }
 
-    fn trimmed(&self, response: &HeaderMap) -> CacheRequest {
+    /// As [`Self::trimmed`], keeping the request's `Cache-Control` and `Pragma` only
+    /// when `directives` is set or the response's `Vary` names them.
+    fn trimmed_with(&self, response: &HeaderMap, directives: bool) -> CacheRequest {
         let mut headers = HeaderMap::new();
-        let kept = [header::HOST, header::CACHE_CONTROL, header::PRAGMA];
+        let kept: &[HeaderName] = if directives {
+            &[header::HOST, header::CACHE_CONTROL, header::PRAGMA]
+        } else {
+            &[header::HOST]
+        };
         let varied: Vec<HeaderName> = vary_names(response)
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();

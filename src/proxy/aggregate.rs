@@ -410,12 +410,11 @@ async fn through_route(
     query: Option<&str>,
     mut headers: HeaderMap,
 ) -> Result<Value, PartError> {
-    let (action, matched_prefix, policy) = {
+    let (action, matched_prefix, policy, vouched) = {
         let snapshot = ctx.proxy.snapshot.load();
         // A host that requires a client certificate requires it of every caller,
-        // through an aggregate too.
-        // The certificate must also have been checked against that host's own CA: one
-        // another host of this gateway accepted vouches for nothing here.
+        // through an aggregate too, checked by that host's own CA: one another host of
+        // this gateway accepted vouches for nothing here.
         let vouched = ctx
             .client_cert
             .as_ref()
@@ -443,6 +442,7 @@ async fn through_route(
             found.action.clone(),
             found.matched_prefix.map(str::to_owned),
             policy,
+            vouched,
         )
     };
     let ActionKind::Forward(forward) = &action.kind else {
@@ -479,7 +479,8 @@ async fn through_route(
         }
     };
     headers.insert(header::HOST, host_value);
-    if let Some((cert, _)) = &ctx.client_cert {
+    // Only a certificate that host's own CA checked is vouched for to its backends.
+    if let Some((cert, _)) = ctx.client_cert.as_ref().filter(|_| vouched) {
         headers.insert(headers::X_FORWARDED_CLIENT_CERT, cert.clone());
     }
     action.request_headers.apply(&mut headers);

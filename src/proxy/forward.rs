@@ -233,7 +233,7 @@ pub(super) async fn send(
                 return Err(fail(GatewayError::BackendFailed(why)));
             }
             Ok(Err(SendError::Failed(err))) => {
-                let (failure, error) = classify(proxy, &backend.name, err, body_limit);
+                let (failure, error) = classify(proxy, &backend.key, err, body_limit);
                 let Some(failure) = failure else {
                     // The client's own body failed: not the backend's fault, and nothing
                     // to retry.

@@ -262,6 +262,7 @@ async fn a_304_that_forbids_storing_ends_the_entry() {
         match (req.uri.path(), revalidating) {
             ("/cookie", true) => answer(304, &[etag, ("set-cookie", "sid=abc")], ""),
             ("/no-store", true) => answer(304, &[etag, ("cache-control", "no-store")], ""),
+            ("/private", true) => answer(304, &[etag, ("cache-control", "private")], ""),
             _ => answer(
                 200,
                 &[("cache-control", "max-age=1"), etag],
@@ -271,10 +272,19 @@ async fn a_304_that_forbids_storing_ends_the_entry() {
     })
     .await;
     let gw = TestGateway::start(&mk_config(origin.addr, "  cache: {}\n")).await;
-    for path in ["/cookie", "/no-store"] {
+    for path in ["/cookie", "/no-store", "/private"] {
         get(&gw.url(path), &[]).await;
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A client's own no-store keeps its exchange out of the store, but the 304 still
+    // decides that the entry may not stay.
+    let a = get(&gw.url("/private"), &[("cache-control", "no-store")]).await;
+    assert_eq!(
+        a.header("cache-status"),
+        "portcullis; fwd=stale; fwd-status=304"
+    );
+    let a = get(&gw.url("/private"), &[]).await;
+    assert_eq!(a.header("cache-status"), "portcullis; fwd=uri-miss");
     let a = get(&gw.url("/cookie"), &[]).await;
     assert_eq!(
         a.header("cache-status"),
@@ -289,7 +299,7 @@ async fn a_304_that_forbids_storing_ends_the_entry() {
         get(&gw.url("/no-store"), &[]).await.header("cache-control"),
         "no-store"
     );
-    assert_eq!(origin.calls(), 4);
+    assert_eq!(origin.calls(), 7);
     // ...and no later client is answered from the entry: its cookie was for one.
     for path in ["/cookie", "/no-store"] {
         let a = get(&gw.url(path), &[]).await;
@@ -300,7 +310,7 @@ async fn a_304_that_forbids_storing_ends_the_entry() {
         );
         assert_eq!(a.header("set-cookie"), "", "{path}");
     }
-    assert_eq!(origin.calls(), 6);
+    assert_eq!(origin.calls(), 9);
 }
 
 #[tokio::test]

@@ -863,44 +863,46 @@ async fn an_aggregate_cannot_reach_a_host_that_requires_a_certificate_without_on
     let pki = Pki::new("Server CA");
     let clients = Pki::new("Client CA");
     let strangers = Pki::new("Other CA");
-    let admin = pki.leaf(&["admin.example.test"]);
-    let web = pki.leaf(&["web.example.test"]);
-    let partner = pki.leaf(&["partner.example.test"]);
+    let leaf = |host: &str| pki.leaf(&[host]);
     let alice = clients.leaf(&["alice"]);
     let mallory = strangers.leaf(&["mallory"]);
-    let backend = echo("admin").await;
+    let backend = echo("b").await;
     let bff = "---\napiVersion: portcullis.dev/v1alpha1\nkind: BFF\nmetadata: {name: web}\n\
                spec:\n  client: web\n  hosts: [web.example.test, partner.example.test]\n  endpoints:\n\
-               \x20 - path: /home\n    aggregate: {parts: [{name: admin, route: {host: admin.example.test}, path: /users}]}\n";
+               \x20 - path: /home\n    aggregate:\n      parts:\n\
+               \x20     - {name: admin, route: {host: admin.example.test}, path: /users}\n\
+               \x20     - {name: open, route: {host: open.example.test}, path: /news, required: false}\n";
     // The BFF's hosts ask for a certificate without requiring one, so a caller can show
-    // it: web checks it against admin's CA, partner against another.
-    let yaml = tls_route(
-        "admin",
-        &["admin.example.test"],
-        "admin",
-        backend,
-        "    clientCertificate: {caRef: {name: client-ca}}\n",
-    ) + &tls_route(
-        "web",
-        &["web.example.test"],
-        "web",
-        backend,
-        "    clientCertificate: {caRef: {name: client-ca}, mode: Optional}\n",
-    ) + &tls_route(
-        "partner",
-        &["partner.example.test"],
-        "partner",
-        backend,
-        "    clientCertificate: {caRef: {name: other-ca}, mode: Optional}\n",
-    ) + bff;
+    // it: web checks it against admin's CA, partner against another. open has a
+    // certificate of its own and no client check.
+    let route = |name: &str, check: Option<(&str, &str)>| {
+        let check = match check {
+            None => String::new(),
+            Some((ca, mode)) => {
+                format!("    clientCertificate: {{caRef: {{name: {ca}}}, mode: {mode}}}\n")
+            }
+        };
+        tls_route(
+            name,
+            &[&format!("{name}.example.test")],
+            name,
+            backend,
+            &check,
+        )
+    };
+    let yaml = route("admin", Some(("client-ca", "Require")))
+        + &route("web", Some(("client-ca", "Optional")))
+        + &route("partner", Some(("other-ca", "Optional")))
+        + &route("open", None)
+        + bff;
     let (ca_pem, other_pem) = (clients.ca_pem(), strangers.ca_pem());
     let gw = TestGateway::with_secrets(
         &yaml,
         Limits::default(),
         |dir| {
-            write_cert(dir, "admin", &admin);
-            write_cert(dir, "web", &web);
-            write_cert(dir, "partner", &partner);
+            for host in ["admin", "web", "partner", "open"] {
+                write_cert(dir, host, &leaf(&format!("{host}.example.test")));
+            }
             write_secret(dir, "client-ca", &[("ca.crt", &ca_pem)]);
             write_secret(dir, "other-ca", &[("ca.crt", &other_pem)]);
         },
@@ -928,10 +930,15 @@ async fn an_aggregate_cannot_reach_a_host_that_requires_a_certificate_without_on
         .await
         .unwrap();
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-    let xfcc = a.json()["admin"]["headers"]["x-forwarded-client-cert"][0].clone();
+    let xfcc = |part: &str| a.json()[part]["headers"]["x-forwarded-client-cert"][0].clone();
     assert!(
-        xfcc.as_str()
+        xfcc("admin")
+            .as_str()
             .is_some_and(|x| x.ends_with(";Subject=\"CN=alice\"")),
-        "{xfcc}"
+        "{}",
+        xfcc("admin")
     );
+    // open never checked it: its backends hear of no certificate.
+    assert_eq!(a.json()["open"]["path"], "/news");
+    assert!(xfcc("open").is_null(), "{}", xfcc("open"));
 }
