@@ -17,9 +17,14 @@ const TICK: Duration = Duration::from_millis(100);
 pub async fn run_probes(proxy: Arc<Proxy>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving: Option<Arc<crate::compile::Snapshot>> = None;
     loop {
         tick.tick().await;
         let snapshot = proxy.snapshot.load_full();
+        if !serving.as_ref().is_some_and(|s| Arc::ptr_eq(s, &snapshot)) {
+            snapshot.upstreams.forget_unprobed();
+            serving = Some(snapshot.clone());
+        }
         let now = upstream::now_ms();
         for probe in &snapshot.upstreams.probes {
             let next = &probe.endpoint.health.next_probe;

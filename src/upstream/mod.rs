@@ -146,6 +146,24 @@ pub struct Upstreams {
     pub probes: Vec<Probe>,
 }
 
+impl Upstreams {
+    /// Forgets what probes said of the endpoints no rule probes any more. Called once
+    /// this set serves: a probe that ends after that finds its endpoint unprobed and
+    /// keeps its result to itself.
+    pub fn forget_unprobed(&self) {
+        let probed: std::collections::HashSet<*const Endpoint> = self
+            .probes
+            .iter()
+            .map(|p| Arc::as_ptr(&p.endpoint))
+            .collect();
+        for ep in self.endpoints.values() {
+            if !probed.contains(&Arc::as_ptr(ep)) {
+                ep.health.forget_probes();
+            }
+        }
+    }
+}
+
 /// Builds the next snapshot's [`Upstreams`] out of the previous one's.
 pub struct Registry<'p> {
     previous: Option<&'p Upstreams>,
@@ -224,17 +242,6 @@ impl<'p> Registry<'p> {
     }
 
     pub fn finish(self) -> Upstreams {
-        let probed: std::collections::HashSet<*const Endpoint> = self
-            .built
-            .probes
-            .iter()
-            .map(|p| Arc::as_ptr(&p.endpoint))
-            .collect();
-        for ep in self.built.endpoints.values() {
-            if !probed.contains(&Arc::as_ptr(ep)) {
-                ep.health.forget_probes();
-            }
-        }
         self.built
     }
 }
