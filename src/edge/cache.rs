@@ -355,8 +355,6 @@ impl Cache {
         forward(Fwd::VaryMiss, Plan::Store(Box::new(store)))
     }
 
-    /// The digest of the `keyIncludes` values (none when no part has a value), and
-    /// whether every part has one.
     /// Whether the key tells apart every caller the request's credentials could name.
     /// A verified claim stands for the token's caller; otherwise each credential the
     /// request carries (`Authorization`, `Cookie`, an API key's consumer) must be a
@@ -384,6 +382,8 @@ impl Cache {
         needs.iter().all(|&(present, covered)| !present || covered)
     }
 
+    /// The digest of the `keyIncludes` values (none when no part has a value), and
+    /// whether every part has one.
     fn extra(&self, headers: &HeaderMap, verified: &Verified) -> (Option<[u8; 32]>, bool) {
         let mut ctx = digest::Context::new(&digest::SHA256);
         let (mut any, mut all) = (false, true);
@@ -761,6 +761,10 @@ impl Variant {
 /// `headers` with the lines of each field joined into one: the `Vary` comparison reads
 /// a field's first line only, and `a` then `b` must not match a request sending `a`.
 fn one_line_each(headers: &HeaderMap) -> HeaderMap {
+    // Most requests repeat no field: the map is then a plain (cheap) copy.
+    if headers.keys_len() == headers.len() {
+        return headers.clone();
+    }
     let mut out = HeaderMap::with_capacity(headers.keys_len());
     for name in headers.keys() {
         let mut lines = headers.get_all(name).iter();

@@ -1,7 +1,8 @@
 //! BFF endpoints at request time: a pass-through to one backend, or an aggregate of
 //! several calls merged into one JSON answer.
 //!
-//! The handler calls [`serve`] once the endpoint's own Policies admitted the request.
+//! The handler calls [`serve`] once the endpoint's own Policies admitted the request and
+//! its trace context is settled, so a pass-through and every part join one trace.
 //! An aggregate runs its parts stage by stage (parts without `after` together, then the
 //! parts waiting for them), each under its own timeout; the first required part that
 //! fails ends it, cancelling the calls still running. Every call is built from scratch:
@@ -93,10 +94,7 @@ pub(super) async fn serve(
     let result = match &endpoint.kind {
         EndpointKind::PassThrough(p) => pass_through(proxy, conn, req, endpoint, p, &call).await,
         EndpointKind::Aggregate(parts) => {
-            let (mut head, _) = req.into_parts();
-            // Settled once, so every part joins one trace even when the request
-            // brought none.
-            trace::propagate(&mut head.headers, call.request_id);
+            let (head, _) = req.into_parts();
             let ctx = Context {
                 proxy,
                 endpoint,
@@ -206,7 +204,6 @@ async fn pass_through(
     headers::strip_spoofable(&mut parts.headers);
     let proto = if conn.tls.is_some() { "https" } else { "http" };
     headers::set_forwarded(&mut parts.headers, conn.peer.ip(), proto, call.raw_host);
-    trace::propagate(&mut parts.headers, call.request_id);
     parts.headers.insert(X_REQUEST_ID, call.request_id.clone());
     parts
         .headers

@@ -152,20 +152,22 @@ pub(super) async fn send(
         };
         let in_flight = endpoint.start();
 
-        // Whether the client's body has been sent whole: a try that times out before
-        // then may be the client's slowness, not the endpoint's.
-        let body_sent = Arc::new(AtomicBool::new(true));
+        // Set while the client's streamed body is still arriving: a try that times out
+        // then may be the client's slowness, not the endpoint's. Bodies held in memory,
+        // or already ended, cannot stall and are not watched.
+        let mut body_pending: Option<Arc<AtomicBool>> = None;
         let body = match &mut replay {
             Replay::Bytes(b) => Full::new(b.clone()).map_err(BoxError::from).boxed(),
             Replay::Stream(s) => match s.take() {
+                Some(b) if b.is_end_stream() => b.map_err(BoxError::from).boxed(),
                 Some(b) => {
-                    body_sent.store(b.is_end_stream(), Ordering::Relaxed);
-                    let sent = body_sent.clone();
+                    let pending = Arc::new(AtomicBool::new(true));
+                    body_pending = Some(pending.clone());
                     let limited =
                         Limited::new(b, usize::try_from(body_limit).unwrap_or(usize::MAX));
                     Observed::new(limited, move |_, complete| {
                         if complete {
-                            sent.store(true, Ordering::Relaxed);
+                            pending.store(false, Ordering::Relaxed);
                         }
                     })
                     .map_err(BoxError::from)
@@ -249,7 +251,7 @@ pub(super) async fn send(
                 // A deadline the client chose, or a body the client has not finished
                 // sending, says nothing of the endpoint's health: counting them would
                 // let any client have healthy endpoints ejected.
-                let client_slow = !body_sent.load(Ordering::Relaxed);
+                let client_slow = body_pending.is_some_and(|p| p.load(Ordering::Relaxed));
                 if (try_deadline < deadline || !client_deadline) && !client_slow {
                     note_health(proxy, backend, &endpoint, false);
                 }

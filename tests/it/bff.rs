@@ -318,6 +318,9 @@ async fn identity_travels_and_clients_cannot_forge_gateway_headers() {
         Some("web")
     );
     assert_eq!(b.echoed_header("x-request-id").as_deref(), Some("req-123"));
+    assert!(b
+        .echoed_header("traceparent")
+        .is_some_and(|t| t.starts_with("00-")));
     assert_eq!(
         b.echoed_header("x-forwarded-for").as_deref(),
         Some("203.0.113.9, 127.0.0.1")

@@ -82,9 +82,10 @@ async fn a_fresh_entry_answers_with_age_and_cache_status() {
     assert!(bytes > 0);
 }
 
-#[tokio::test]
-async fn vary_keeps_one_variant_per_selecting_header() {
-    let origin = Origin::start(|req, n| {
+/// An origin whose fresh answer names the request's `Accept-Language` (`-` without one)
+/// and the call, and varies on it.
+async fn lang_origin() -> Origin {
+    Origin::start(|req, n| {
         let lang = req
             .headers
             .get("accept-language")
@@ -95,7 +96,12 @@ async fn vary_keeps_one_variant_per_selecting_header() {
             format!("{lang} #{n}"),
         )
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn vary_keeps_one_variant_per_selecting_header() {
+    let origin = lang_origin().await;
     let gw = TestGateway::start(&mk_config(origin.addr, "  cache: {}\n")).await;
     let lang = |l: &'static str| [("accept-language", l)];
 
@@ -221,18 +227,7 @@ async fn a_stale_entry_is_revalidated_with_its_etag() {
 
 #[tokio::test]
 async fn a_field_named_in_connection_cannot_pick_the_variant_it_is_stored_under() {
-    let origin = Origin::start(|req, n| {
-        let lang = req
-            .headers
-            .get("accept-language")
-            .map_or("-", |v| v.to_str().unwrap());
-        answer(
-            200,
-            &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
-            format!("{lang} #{n}"),
-        )
-    })
-    .await;
+    let origin = lang_origin().await;
     let gw = TestGateway::start(&mk_config(origin.addr, "  cache: {}\n")).await;
     // Accept-Language is for this hop only: the backend answers without it...
     let poison = raw(
